@@ -1,0 +1,14 @@
+"""Shared fixtures. Scenarios are cheap (tiny size builds in ~0.1 s), so each test builds its own."""
+
+import warnings
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _quiet_expected_torch_warnings():
+    # The checkpoint fault makes torch warn "None of the inputs have requires_grad=True": that warning is
+    # the fault itself, not a test problem.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="None of the inputs have requires_grad=True")
+        yield
