@@ -1,5 +1,54 @@
-"""lora-trace: find out why a LoRA adapter does not learn, from one traced training step."""
+"""lora-trace: find out why a LoRA adapter does not learn, from one traced training step.
+
+    with lora_trace.trace(model, optimizer=opt) as t:
+        loss = compute_loss(model, batch); loss.backward(); opt.step()
+    print(t.diagnosis)
+
+Importing this package has no side effects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .diagnose import diagnose
+from .errors import (
+    GraphvizMissingError,
+    InvalidModelError,
+    LoraTraceError,
+    LossNotFoundError,
+    RunFormatError,
+    TraceStateError,
+)
+from .findings import Code, Diagnosis, Finding, Severity
+from .recorder import Tracer
+from .serialize import load
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+
+def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str | None = None) -> Tracer:
+    """Observe the training steps run inside the `with` block; read `.diagnosis` after it.
+
+    deep=True also watches detaching calls and direct weight uses, to point at the line that cuts a path.
+    """
+    return Tracer(model, optimizer=optimizer, deep=deep, label=label)
+
+
+__all__ = [
+    "Code",
+    "Diagnosis",
+    "Finding",
+    "GraphvizMissingError",
+    "InvalidModelError",
+    "LoraTraceError",
+    "LossNotFoundError",
+    "RunFormatError",
+    "Severity",
+    "TraceStateError",
+    "Tracer",
+    "__version__",
+    "diagnose",
+    "load",
+    "trace",
+]

@@ -1,0 +1,33 @@
+"""The rules: one module per family, each turning Facts into Findings; here they are ordered and folded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..findings import Code, Diagnosis, Finding, Severity, order_findings
+from ..records import Trace
+from .config import check_config
+from .facts import Facts
+from .gradients import check_gradients
+from .paths import check_paths
+
+
+def diagnose_trace(trace: Trace) -> Diagnosis:
+    facts = Facts(trace)
+    findings = check_config(facts) + check_paths(facts) + check_gradients(facts)
+    return Diagnosis(_fold(order_findings(findings)), trace)
+
+
+def _fold(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """A loss without grad_fn is a consequence when another error explains it: fold it into the root."""
+    errors = [f for f in findings if f.severity == Severity.ERROR.value]
+    consequence = next((f for f in errors if f.code == Code.LOSS_NO_GRAD.value), None)
+    if consequence is None or len(errors) == 1:
+        return findings
+    root = errors[0]
+    folded = dataclasses.replace(root, message=root.message + " As a consequence the loss has no grad_fn.",
+                                 evidence={**root.evidence, "loss_has_grad_fn": False})
+    return tuple(folded if f is root else f for f in findings if f is not consequence)
+
+
+__all__ = ["diagnose_trace"]

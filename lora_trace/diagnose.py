@@ -1,0 +1,82 @@
+"""The one-shot dry run: run a step with full evidence, then put everything back exactly as it was."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .discovery import unwrap
+from .findings import Diagnosis
+from .losses import find_loss
+from .recorder import Tracer
+
+
+class _SavedState:
+    """Weights, buffers, .grad, requires_grad, training flags, optimizer / scaler / scheduler, RNG."""
+
+    def __init__(self, root: nn.Module, stateful: list[Any]) -> None:
+        with torch.no_grad():
+            self.params = [(p, p.detach().clone(), p.grad, p.requires_grad) for p in root.parameters()]
+            self.grad_values = [g.detach().clone() if g is not None else None for _, _, g, _ in self.params]
+            self.buffers = [(b, b.detach().clone()) for b in root.buffers()]
+        self.training = [(m, m.training) for m in root.modules()]
+        self.stateful = [(obj, copy.deepcopy(obj.state_dict())) for obj in stateful]
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for (param, value, grad, flag), grad_value in zip(self.params, self.grad_values):
+                if param.device.type != "meta":
+                    param.copy_(value)
+                if grad is not None and grad_value is not None and grad.device.type != "meta":
+                    grad.copy_(grad_value)  # backward accumulates into an existing .grad in place
+                param.grad = grad
+                param.requires_grad_(flag)
+            for buffer, value in self.buffers:
+                if buffer.device.type != "meta":
+                    buffer.copy_(value)
+        for module, flag in self.training:
+            module.training = flag
+        for obj, state in self.stateful:
+            obj.load_state_dict(state)
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def diagnose(
+    model: nn.Module,
+    step: Callable[[nn.Module], Any],
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: Any = None,
+    scheduler: Any = None,
+    label: str | None = None,
+) -> Diagnosis:
+    """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode).
+
+    Afterwards weights, buffers, `.grad`, `requires_grad`, training flags, the optimizer / scaler /
+    scheduler state and the CPU/CUDA RNG are exactly what they were. The step's own exception passes through.
+    """
+    root = unwrap(model)
+    stateful = [obj for obj in (optimizer, scaler, scheduler) if obj is not None]
+    saved = _SavedState(root, stateful)
+    try:
+        for param in root.parameters():
+            param.grad = None  # clean evidence: which parameters this step reaches
+        with Tracer(model, optimizer=optimizer, deep=True, label=label) as tracer:
+            loss = find_loss(step(model))
+            if loss.requires_grad:
+                if loss.numel() != 1:
+                    loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
+                loss.backward()
+                if optimizer is not None and loss.device.type != "meta":
+                    optimizer.step()
+        return tracer.diagnosis
+    finally:
+        saved.restore()

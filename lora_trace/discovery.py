@@ -1,0 +1,163 @@
+"""Find what there is to trace: unwrap DDP / torch.compile, find PEFT LoRA layers and regions."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InvalidModelError
+from .records import LoraParam, LoraSite
+from .regions import region_of
+
+_WRAPPER_SEGMENTS = ("_orig_mod",)
+
+
+def unwrap(model: object) -> nn.Module:
+    """The module whose `named_modules()` names everything: DDP's `.module`, compile's `._orig_mod` removed."""
+    if not isinstance(model, nn.Module):
+        raise InvalidModelError(
+            f"lora-trace traces a torch.nn.Module; got {type(model).__name__}. Pass the model you train "
+            "(a PeftModel, a module holding PeftModels, or a DDP / torch.compile wrapper of one)."
+        )
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_name(name: str) -> str:
+    """Drop wrapper segments (`_orig_mod` of compiled submodules) so names compare across wrappers."""
+    parts = [p for p in name.split(".") if p not in _WRAPPER_SEGMENTS]
+    return ".".join(parts)
+
+
+def is_lora_layer(module: nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
+
+
+def lora_modules(root: nn.Module) -> dict[str, nn.Module]:
+    """Qualified name -> PEFT LoRA layer, in model order."""
+    return {clean_name(name): module for name, module in root.named_modules() if is_lora_layer(module)}
+
+
+def adapter_active(layer: Any) -> bool:
+    """Whether a LoRA layer's forward will add a LoRA delta right now (active, enabled, unmerged, scaled)."""
+    if layer.disable_adapters or layer.merged:
+        return False
+    held = set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {}))
+    return any(a in held and layer.scaling.get(a, 1.0) != 0 for a in layer.active_adapters)
+
+
+def describe_sites(modules: dict[str, nn.Module]) -> tuple[LoraSite, ...]:
+    """Snapshot every LoRA layer's adapter state and parameters (one device sync for all zero checks)."""
+    entries: list[tuple[str, nn.Module, list[tuple[str, str, str, nn.Parameter]]]] = []
+    for name, layer in modules.items():
+        params = []
+        for local, param in layer.named_parameters(recurse=True):
+            parts = local.split(".")
+            if parts[0].startswith("lora_") and len(parts) >= 2:
+                params.append((f"{name}.{clean_name(local)}", parts[1], parts[0], param))
+        entries.append((name, layer, params))
+    flat = [p for _, _, params in entries for p in params]
+    zero_flags = _all_zero_flags([p[3] for p in flat])
+    sites, index = [], 0
+    for name, layer, params in entries:
+        lora_params = []
+        for qualified, adapter, role, param in params:
+            lora_params.append(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad,
+                                         zero_flags[index]))
+            index += 1
+        adapters = sorted(set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {})))
+        sites.append(LoraSite(
+            module=name,
+            region=region_of(name),
+            layer_type=type(layer.get_base_layer()).__name__,
+            adapters=tuple(adapters),
+            active_adapters=tuple(layer.active_adapters),
+            merged=bool(layer.merged),
+            disabled=bool(layer.disable_adapters),
+            scalings=tuple((a, float(s)) for a, s in sorted(layer.scaling.items()) if isinstance(s, (int, float))),
+            params=tuple(lora_params),
+        ))
+    return tuple(sites)
+
+
+def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
+    flags: list[bool | None] = [None] * len(params)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.device.type != "meta":
+            by_device.setdefault(p.device, []).append(i)
+    with torch.no_grad():
+        for indices in by_device.values():
+            values = torch.stack([(params[i] == 0).all() for i in indices]).tolist()
+            for i, value in zip(indices, values):
+                flags[i] = bool(value)
+    return flags
+
+
+def region_modules(root: nn.Module) -> dict[str, nn.Module]:
+    """Region name -> its module: the handful of modules whose forward says "this part of the model ran"."""
+    names = {region_of(clean_name(name)) for name, _ in root.named_modules() if name}
+    modules = {clean_name(name): module for name, module in root.named_modules()}
+    return {name: modules[name] for name in sorted(names) if name in modules and name}
+
+
+def peft_configs(root: nn.Module) -> dict[str, dict[str, dict[str, Any]]]:
+    """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values."""
+    configs: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, module in root.named_modules():
+        config = getattr(module, "peft_config", None)
+        if not isinstance(config, dict) or not config:
+            continue
+        prefix = clean_name(name)
+        if any(p == "" or prefix.startswith(p + ".") for p in configs):
+            continue  # the LoraModel inside a PeftModel repeats its parent's config
+        configs[prefix] = {adapter: _jsonable(vars(c)) for adapter, c in config.items()}
+    return configs
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Everything a tracer needs to know about the model before the step runs."""
+
+    root: nn.Module
+    lora: dict[str, nn.Module]
+    sites: tuple[LoraSite, ...]
+    regions: dict[str, nn.Module]
+    param_names: dict[int, str]  # id(LoRA parameter) -> qualified name
+
+
+def discover(model: object) -> Discovery:
+    root = unwrap(model)
+    lora = lora_modules(root)
+    sites = describe_sites(lora)
+    layers = {site.module: lora[site.module] for site in sites}
+    param_names = {}
+    for site in sites:
+        owned = {f"{site.module}.{clean_name(n)}": p for n, p in layers[site.module].named_parameters()}
+        for param in site.params:
+            param_names[id(owned[param.name])] = param.name
+    return Discovery(root, lora, sites, region_modules(root), param_names)

@@ -1,0 +1,116 @@
+"""Finding codes, the Finding record, and the Diagnosis a user reads. Torch-free."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import Trace
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Code(str, enum.Enum):
+    ADAPTER_MISSING = "adapter-missing"
+    NO_LORA_PARAMS = "no-lora-params"
+    TARGET_UNMATCHED = "target-unmatched"
+    LORA_FROZEN = "lora-frozen"
+    ADAPTER_INACTIVE = "adapter-inactive"
+    LOSS_NO_GRAD = "loss-no-grad"
+    GRAD_DISABLED = "grad-disabled"
+    DETACHED = "detached"
+    LORA_BYPASSED = "lora-bypassed"
+    LORA_OFF_PATH = "lora-off-path"
+    CHECKPOINT_NO_GRAD = "checkpoint-no-grad"
+    NOT_IN_OPTIMIZER = "not-in-optimizer"
+    NOT_UPDATED = "not-updated"
+    NONFINITE_GRAD = "nonfinite-grad"
+    NO_SUPERVISED_TOKENS = "no-supervised-tokens"
+    DDP_UNUSED = "ddp-unused"
+    ZERO_GRAD_AT_INIT = "zero-grad-at-init"
+    EVAL_MODE = "eval-mode"
+
+
+# Among errors, the most specific cause first (design §1); loss-no-grad last, it is usually a consequence.
+_ERROR_RANK = [
+    Code.DETACHED, Code.GRAD_DISABLED, Code.CHECKPOINT_NO_GRAD, Code.LORA_BYPASSED, Code.LORA_OFF_PATH,
+    Code.ADAPTER_MISSING, Code.NO_LORA_PARAMS, Code.TARGET_UNMATCHED, Code.ADAPTER_INACTIVE, Code.LORA_FROZEN,
+    Code.NO_SUPERVISED_TOKENS, Code.NONFINITE_GRAD, Code.NOT_IN_OPTIMIZER, Code.NOT_UPDATED, Code.DDP_UNUSED,
+    Code.LOSS_NO_GRAD,
+]
+_CAUSES_WITH_A_LINE = {Code.DETACHED, Code.GRAD_DISABLED, Code.LORA_BYPASSED}
+_SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str
+    message: str
+    fix: str
+    modules: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    location: str | None = None
+    stack: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def sort_key(self) -> tuple[int, int, int, str]:
+        code = Code(self.code)
+        rank = _ERROR_RANK.index(code) if code in _ERROR_RANK else len(_ERROR_RANK)
+        line_first = 0 if self.location and code in _CAUSES_WITH_A_LINE else 1
+        return (_SEVERITY_RANK[Severity(self.severity)], line_first, rank, self.location or "")
+
+
+def order_findings(findings: list[Finding]) -> tuple[Finding, ...]:
+    return tuple(sorted(findings, key=Finding.sort_key))
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The verdict on one traced step: ordered findings plus the trace they were drawn from."""
+
+    findings: tuple[Finding, ...]
+    trace: Trace
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == Severity.ERROR.value for f in self.findings)
+
+    @property
+    def complete(self) -> bool:
+        return self.trace.complete
+
+    @property
+    def label(self) -> str | None:
+        return self.trace.label
+
+    @property
+    def root_cause(self) -> Finding | None:
+        errors = [f for f in self.findings if f.severity == Severity.ERROR.value]
+        return errors[0] if errors else None
+
+    def codes(self, severity: str | None = None) -> tuple[str, ...]:
+        return tuple(f.code for f in self.findings if severity is None or f.severity == severity)
+
+    def report(self, lang: str = "en", *, color: bool = False) -> str:
+        from .report_text import render_report
+
+        return render_report(self, lang=lang, color=color)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def save(self, path: str) -> None:
+        from .serialize import save_diagnosis
+
+        save_diagnosis(self, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        from .serialize import diagnosis_to_dict
+
+        return diagnosis_to_dict(self)

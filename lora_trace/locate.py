@@ -1,0 +1,171 @@
+"""Source locations: which user/model line disabled grad mode, which line cut the path.
+
+Frames inside torch, transformers, peft, accelerate, the standard library and lora_trace itself are
+library frames; the location is the innermost frame outside them (lora_trace.scenarios plays user code).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import os
+import re
+import sys
+import sysconfig
+from dataclasses import dataclass
+from types import FrameType
+
+_LIBRARY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code
+_STDLIB = os.path.normcase(os.path.abspath(sysconfig.get_paths()["stdlib"]))
+_GRAD_OFF = re.compile(r"\b(no_grad|inference_mode|set_grad_enabled)\b")
+_CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_library_file(filename: str) -> bool:
+    path = os.path.normcase(os.path.abspath(filename))
+    if filename.startswith("<"):
+        return True  # <frozen ...>, <string>: nothing to point at
+    if path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(_USER_INSIDE_PACKAGE):
+        return True
+    parts = path.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        index = max(i for i, p in enumerate(parts) if p in ("site-packages", "dist-packages"))
+        return index + 1 < len(parts) and parts[index + 1] in _LIBRARY_PACKAGES
+    return path.startswith(_STDLIB + os.sep)
+
+
+def _is_own(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return (path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(_USER_INSIDE_PACKAGE)) or path.endswith(
+        os.path.join("torch", "overrides.py"))
+
+
+def format_location(filename: str, line: int) -> str:
+    """`path:LINE`, the path relative to the working directory when the file is under it."""
+    path = os.path.abspath(filename)
+    cwd = os.getcwd()
+    if path.startswith(cwd + os.sep):
+        path = os.path.relpath(path, cwd)
+    return f"{path}:{line}"
+
+
+def _frame_text(frame: FrameType) -> str:
+    return f"{format_location(frame.f_code.co_filename, frame.f_lineno)} in {frame.f_code.co_name}"
+
+
+@dataclass(frozen=True)
+class Site:
+    location: str | None
+    stack: tuple[str, ...]  # innermost last; the library frame kept when the cut happens inside a library
+
+
+def _frames(start: FrameType | None, limit: int = 200) -> list[FrameType]:
+    frames = []
+    while start is not None and len(frames) < limit:
+        frames.append(start)
+        start = start.f_back
+    return frames
+
+
+def call_site(depth: int = 1) -> Site:
+    """Where the current call comes from: the innermost user frame, and the user frames leading there."""
+    frames = _frames(sys._getframe(depth + 1))
+    return _site(frames, None)
+
+
+def _site(frames: list[FrameType], location: str | None) -> Site:
+    while frames and _is_own(frames[0].f_code.co_filename):
+        frames = frames[1:]
+    user = [f for f in frames if not is_library_file(f.f_code.co_filename)]
+    stack = [_frame_text(f) for f in reversed(user[:8])]
+    if frames and user and frames[0] is not user[0]:
+        stack.append(_frame_text(frames[0]))  # the library frame where it really happened
+    if location is None and user:
+        location = format_location(user[0].f_code.co_filename, user[0].f_lineno)
+    return Site(location, tuple(stack))
+
+
+@dataclass(frozen=True)
+class GradOffSite(Site):
+    checkpoint_inputs: tuple[bool, ...] | None = None  # set when grad is off inside a reentrant checkpoint
+
+
+def grad_off_site(depth: int = 1) -> GradOffSite:
+    """Why grad is off here: the user's `with torch.no_grad():` line (or decorator), or a reentrant
+    checkpoint's first forward (then the `requires_grad` flags of the checkpoint's tensor inputs)."""
+    frames = _frames(sys._getframe(depth + 1))
+    for frame in frames:
+        code = frame.f_code
+        if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
+            args = frame.f_locals.get("args", ())
+            flags = tuple(bool(a.requires_grad) for a in args if hasattr(a, "requires_grad"))
+            site = _site(frames, None)
+            return GradOffSite(site.location, site.stack, flags)
+        if is_library_file(code.co_filename):
+            continue
+        line = _grad_off_statement(code.co_filename, frame.f_lineno)
+        if line is not None:
+            site = _site(frames, format_location(code.co_filename, line))
+            return GradOffSite(site.location, site.stack)
+    site = _site(frames, None)
+    return GradOffSite(site.location, site.stack)
+
+
+@functools.lru_cache(maxsize=4096)
+def _grad_off_statement(filename: str, line: int) -> int | None:
+    """The line of the innermost `with` or decorator that turns grad off around `line`, if any."""
+    tree = _parse(filename)
+    if tree is None:
+        return None
+    best: tuple[int, int] | None = None  # (start line of the enclosing node, line to report)
+    for node in ast.walk(tree):
+        end = getattr(node, "end_lineno", None)
+        if end is None or not node.lineno <= line <= end:
+            continue
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            hits = [item for item in node.items if _GRAD_OFF.search(ast.unparse(item.context_expr))]
+            if hits and (best is None or node.lineno >= best[0]):
+                best = (node.lineno, node.lineno)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            hits = [d for d in node.decorator_list if _GRAD_OFF.search(ast.unparse(d))]
+            if hits and (best is None or node.lineno >= best[0]):
+                best = (node.lineno, hits[0].lineno)
+    return best[1] if best else None
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(filename: str) -> ast.AST | None:
+    try:
+        with open(filename, encoding="utf-8") as handle:
+            return ast.parse(handle.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def in_checkpoint_recompute(limit: int = 200) -> bool:
+    """Whether the current forward is an activation checkpoint re-running during backward."""
+    frame: FrameType | None = sys._getframe(1)
+    steps = 0
+    while frame is not None and steps < limit:
+        code = frame.f_code
+        if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name in ("backward", "recompute_fn"):
+            return True
+        frame = frame.f_back
+        steps += 1
+    return False
+
+
+def in_checkpoint_forward(limit: int = 200) -> bool:
+    """Whether the current op runs inside a reentrant checkpoint's first forward (grad off on purpose)."""
+    frame: FrameType | None = sys._getframe(1)
+    steps = 0
+    while frame is not None and steps < limit:
+        code = frame.f_code
+        if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
+            return True
+        frame = frame.f_back
+        steps += 1
+    return False

@@ -1,0 +1,49 @@
+"""Find the loss in what a step returned: a tensor, a dict or ModelOutput with `loss`, or a tuple."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import LossNotFoundError
+from .records import LossInfo
+
+
+def find_loss(result: Any) -> torch.Tensor:
+    """The loss tensor in a step's result, or a LossNotFoundError that says how to return it."""
+    if isinstance(result, torch.Tensor):
+        return result
+    loss = None
+    if isinstance(result, dict) or hasattr(result, "keys"):
+        loss = result.get("loss") if hasattr(result, "get") else None
+    elif isinstance(result, (tuple, list)) and result and isinstance(result[0], torch.Tensor):
+        loss = result[0]
+    if isinstance(loss, torch.Tensor):
+        return loss
+    raise LossNotFoundError(
+        f"the step returned {type(result).__name__}, which holds no loss tensor lora-trace can identify; "
+        "make step(model) return the loss tensor (or a dict / ModelOutput with a 'loss' entry)"
+    )
+
+
+def scalar_candidate(result: Any) -> torch.Tensor | None:
+    """A model output that looks like a loss (a floating scalar tensor, or `.loss`), else None."""
+    if isinstance(result, torch.Tensor):
+        candidate = result
+    elif hasattr(result, "get") and hasattr(result, "keys"):
+        candidate = result.get("loss")
+    elif isinstance(result, (tuple, list)) and result:
+        candidate = result[0]
+    else:
+        return None
+    if isinstance(candidate, torch.Tensor) and candidate.is_floating_point() and candidate.numel() == 1:
+        return candidate
+    return None
+
+
+def describe_loss(loss: torch.Tensor, source: str) -> LossInfo:
+    value = None
+    if loss.numel() == 1 and loss.device.type != "meta":
+        value = float(loss.detach().float().cpu())
+    return LossInfo(source, bool(loss.requires_grad), loss.grad_fn is not None, tuple(loss.shape), value)

@@ -1,0 +1,283 @@
+"""The tracer: the only module that installs hooks. Observes one or more training steps, changes nothing.
+
+Default mode: forward pre/post hooks on every PEFT LoRA layer, a forward pre-hook on each region's root
+module, a forward hook on the model (a loss it returns), post-accumulate-grad hooks on trainable LoRA
+parameters. Deep mode adds a scoped TorchFunctionMode (watch.py) for losses and the lines that cut.
+No full-backward module hooks: they wrap outputs and make a healthy in-place op after a LoRA layer raise.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from . import locate
+from .discovery import Discovery, adapter_active, clean_name, discover, unwrap
+from .errors import TraceStateError
+from .losses import describe_loss, scalar_candidate
+from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
+from .watch import PathWatch
+
+_TRACED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models being traced right now
+
+
+class HandleGroup:
+    """Every hook handle one tracer installs; remove_all() is safe to repeat."""
+
+    def __init__(self) -> None:
+        self._live: list[RemovableHandle] = []
+
+    def keep(self, handle: RemovableHandle) -> None:
+        self._live.append(handle)
+
+    def remove_all(self) -> None:
+        while self._live:
+            self._live.pop().remove()
+
+
+def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
+    """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
+    found: list[TensorMeta] = []
+    pending = [value]
+    while pending and len(found) < limit:
+        item = pending.pop(0)
+        if isinstance(item, torch.Tensor):
+            found.append(TensorMeta(tuple(item.shape), str(item.dtype).replace("torch.", ""),
+                                    bool(item.requires_grad), item.grad_fn is not None))
+        elif isinstance(item, (tuple, list)):
+            pending.extend(item)
+        elif isinstance(item, dict) or (hasattr(item, "values") and hasattr(item, "keys")):
+            pending.extend(item.values())
+    return tuple(found)
+
+
+class Tracer:
+    """`with lora_trace.trace(model) as t: ...` then `t.diagnosis`. One tracer per model at a time."""
+
+    def __init__(self, model: object, *, optimizer: torch.optim.Optimizer | None = None, deep: bool = False,
+                 label: str | None = None) -> None:
+        self._root = unwrap(model)
+        self._optimizer = optimizer
+        self._deep = deep
+        self._label = label
+        self._handles = HandleGroup()
+        self._state = "new"
+        self._trace: Trace | None = None
+        self._diagnosis: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> Tracer:
+        if self._state != "new":
+            raise TraceStateError("this tracer has already run; start a new one with lora_trace.trace(model)")
+        if self._root in _TRACED:
+            raise TraceStateError("this model is already being traced; one tracer per model at a time "
+                                  "(leave the outer `with lora_trace.trace(...)` block first)")
+        _TRACED.add(self._root)
+        self._state = "running"
+        try:
+            self._start()
+        except BaseException:
+            self._close(complete=False, error=None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._close(complete=exc_type is None, error=exc)  # never swallows the user's exception
+
+    def _start(self) -> None:
+        found: Discovery = discover(self._root)
+        self._found = found
+        self._calls: list[ModuleCall] = []
+        self._wrappers: list[str] = []
+        self._regions_run: dict[str, None] = {}
+        self._grad_off: dict[tuple[CutKind, str | None], dict[str, Any]] = {}
+        self._losses: list[tuple[Any, LossInfo]] = []
+        self._model_outputs: list[tuple[Any, LossInfo]] = []
+        self._backward_seen = False
+        self._norms: dict[str, list[Any]] = {}
+        self._eval_modules = _eval_modules(self._root, found)
+        self._before_step = self._snapshot_optimized()
+        self._watch: PathWatch | None = None
+        for name, layer in found.lora.items():
+            self._handles.keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+            self._handles.keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True,
+                                                           always_call=True))
+        for region, module in found.regions.items():
+            self._handles.keep(module.register_forward_pre_hook(self._region_hook(region)))
+        self._handles.keep(self._root.register_forward_hook(self._root_hook))
+        params = {name: p for name, p in _named_lora_params(found)}
+        for name, param in params.items():
+            if param.requires_grad:
+                self._handles.keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
+        if self._deep:
+            base_weights = {id(layer.get_base_layer().weight): name for name, layer in found.lora.items()
+                            if isinstance(getattr(layer.get_base_layer(), "weight", None), nn.Parameter)}
+            self._watch = PathWatch(base_weights=base_weights, inside_wrapper=self._wrappers.__contains__,
+                                    on_loss=self._add_loss, in_checkpoint_forward=locate.in_checkpoint_forward)
+            self._watch.__enter__()
+
+    def _close(self, *, complete: bool, error: BaseException | None) -> None:
+        try:
+            if self._watch is not None:
+                self._watch.__exit__(None, None, None)
+        finally:
+            self._handles.remove_all()
+            _TRACED.discard(self._root)
+            self._state = "closed"
+        if not hasattr(self, "_found"):
+            return
+        from .build import build_trace
+
+        try:
+            self._trace = build_trace(self, complete=complete, error=error)
+        except Exception:
+            if error is None:
+                raise
+            self._trace = None  # the user's exception matters more than a partial trace
+
+    # -- hooks: observe only, return None ---------------------------------------------------------------
+    def _pre_hook(self, name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._wrappers.append(name)
+
+        return hook
+
+    def _post_hook(self, name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if self._wrappers and self._wrappers[-1] == name:
+                self._wrappers.pop()
+            elif name in self._wrappers:
+                self._wrappers.remove(name)
+            with self._paused():
+                self._record_call(name, module, (args, kwargs), output)
+
+        return hook
+
+    def _record_call(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        grad_on = torch.is_grad_enabled()
+        cut = None
+        if not grad_on:
+            cut = self._grad_off_cut(name)
+        phase = Phase.RECOMPUTE if grad_on and locate.in_checkpoint_recompute() else Phase.FORWARD
+        self._calls.append(ModuleCall(
+            seq=len(self._calls), module=name, phase=phase, grad_enabled=grad_on,
+            inference_mode=torch.is_inference_mode_enabled(), inputs=tensor_metas(inputs),
+            outputs=tensor_metas(output), adapter_active=adapter_active(module), cut=cut,
+        ))
+
+    def _grad_off_cut(self, name: str) -> int:
+        site = locate.grad_off_site(3)
+        if site.checkpoint_inputs is not None:
+            kind = CutKind.CHECKPOINT
+        elif torch.is_inference_mode_enabled():
+            kind = CutKind.INFERENCE_MODE
+        else:
+            kind = CutKind.NO_GRAD
+        key = (kind, site.location)
+        entry = self._grad_off.setdefault(key, {"site": site, "modules": {}, "index": len(self._grad_off)})
+        entry["modules"][name] = None
+        if site.checkpoint_inputs is not None:
+            entry["inputs"] = site.checkpoint_inputs
+        return entry["index"]
+
+    def _region_hook(self, region: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple) -> None:
+            if region not in self._regions_run:
+                self._regions_run[region] = None
+
+        return hook
+
+    def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        with self._paused():
+            loss = scalar_candidate(output)
+            if loss is not None:
+                self._model_outputs.append((loss.grad_fn, describe_loss(loss, "model-output")))
+                if loss.grad_fn is not None:
+                    self._handles.keep(loss.grad_fn.register_prehook(self._backward_hook))
+
+    def _backward_hook(self, grad_outputs: Any) -> None:
+        self._backward_seen = True
+
+    def _grad_hook(self, name: str):  # noqa: ANN202
+        def hook(param: torch.Tensor) -> None:
+            with self._paused(), torch.no_grad():
+                norm = torch.linalg.vector_norm(param.grad.detach().float()) if param.grad is not None else None
+            entry = self._norms.setdefault(name, [0, None])
+            entry[0] += 1
+            entry[1] = norm
+            self._backward_seen = True
+
+        return hook
+
+    def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
+        self._losses.append((tensor.grad_fn, describe_loss(tensor, source)))
+        self._backward_seen = True
+
+    def _paused(self) -> Any:
+        return self._watch.pause() if self._watch is not None else _NULL
+
+    def _snapshot_optimized(self) -> dict[str, torch.Tensor] | None:
+        """Values of the LoRA parameters the optimizer holds, to tell afterwards which ones it changed."""
+        if self._optimizer is None:
+            return None
+        held = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
+        with torch.no_grad():
+            return {name: p.detach().clone() for name, p in _named_lora_params(self._found)
+                    if id(p) in held and p.device.type != "meta"}
+
+    # -- results ---------------------------------------------------------------------------------------
+    @property
+    def trace(self) -> Trace:
+        if self._state != "closed" or self._trace is None:
+            raise TraceStateError("the trace exists after the `with lora_trace.trace(...)` block has ended")
+        return self._trace
+
+    @property
+    def diagnosis(self) -> Any:
+        if self._diagnosis is None:
+            from .checks import diagnose_trace
+
+            self._diagnosis = diagnose_trace(self.trace)
+        return self._diagnosis
+
+    def diagnose(self, *, loss: torch.Tensor | None = None) -> Any:
+        """The diagnosis; with `loss`, the autograd walk starts from that tensor (autograd.grad users)."""
+        if loss is None:
+            return self.diagnosis
+        from .build import with_explicit_loss
+        from .checks import diagnose_trace
+
+        return diagnose_trace(with_explicit_loss(self.trace, loss, self._found.param_names))
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NULL = _Null()
+
+
+def _named_lora_params(found: Discovery) -> list[tuple[str, nn.Parameter]]:
+    by_id = {id(p): p for layer in found.lora.values() for p in layer.parameters()}
+    return [(name, by_id[key]) for key, name in found.param_names.items()]
+
+
+def _eval_modules(root: nn.Module, found: Discovery) -> tuple[str, ...]:
+    """The topmost modules in eval mode that hold LoRA (the root itself when the whole model is in eval)."""
+    lora_names = list(found.lora)
+    topmost: list[str] = []
+    for raw_name, module in root.named_modules():
+        name = clean_name(raw_name)
+        if module.training or any(name == t or name.startswith(t + ".") or t == "" for t in topmost):
+            continue
+        if any(n == name or n.startswith(name + ".") or name == "" for n in lora_names):
+            topmost.append(name)
+    return tuple(topmost)

@@ -1,0 +1,145 @@
+"""Frozen records of one traced step. Torch-free: a run saved on a GPU box loads and diffs anywhere.
+
+Records hold names and plain values, never tensors or modules (they would pin memory).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Phase(str, enum.Enum):
+    FORWARD = "forward"
+    RECOMPUTE = "recompute"  # an activation-checkpoint re-run during backward: not a second traversal
+
+
+class CutKind(str, enum.Enum):
+    NO_GRAD = "no-grad"
+    INFERENCE_MODE = "inference-mode"
+    DETACH = "detach"
+    DATA = "data"
+    ITEM = "item"
+    TOLIST = "tolist"
+    NUMPY = "numpy"
+    DIRECT_WEIGHT = "direct-weight"  # a LoRA layer's base weight used directly, around the wrapper
+    CHECKPOINT = "checkpoint"  # a reentrant checkpoint whose inputs do not require grad
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    shape: tuple[int, ...]
+    dtype: str
+    requires_grad: bool
+    has_grad_fn: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoraParam:
+    name: str  # qualified parameter name, e.g. "...q_proj.lora_A.default.weight"
+    adapter: str
+    role: str  # "lora_A" | "lora_B" | "lora_embedding_A" | "lora_embedding_B" | "lora_magnitude_vector"
+    numel: int
+    requires_grad: bool  # at the start of the traced step
+    all_zero: bool | None  # values exactly zero at the start (None where unknown, e.g. meta tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSite:
+    """One PEFT LoRA layer: its wrapper module and the adapter state when the trace started."""
+
+    module: str
+    region: str
+    layer_type: str  # the base layer's class: "Linear", "Conv1d", "Embedding", "MultiheadAttention", ...
+    adapters: tuple[str, ...]
+    active_adapters: tuple[str, ...]
+    merged: bool
+    disabled: bool
+    scalings: tuple[tuple[str, float], ...]
+    params: tuple[LoraParam, ...]
+
+    @property
+    def trainable_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.requires_grad)
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleCall:
+    seq: int  # order within the step
+    module: str
+    phase: Phase
+    grad_enabled: bool
+    inference_mode: bool
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    adapter_active: bool | None = None  # LoRA wrappers: some adapter active, unmerged, enabled at the call
+    cut: int | None = None  # index into Trace.cuts when the call ran under a disabled grad mode
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A place where the gradient path can break, and the LoRA parameters found upstream of it."""
+
+    kind: CutKind
+    location: str | None  # "path/to/file.py:LINE" of the user/model code
+    stack: tuple[str, ...]  # frames leading there, innermost last
+    detail: str
+    params: tuple[str, ...] = ()  # LoRA parameters upstream of the cut tensor (or run under it)
+    modules: tuple[str, ...] = ()  # LoRA modules concerned
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class GradArrival:
+    param: str
+    count: int  # how many times a gradient was accumulated (gradient accumulation gives several)
+    norm: float | None  # of the accumulated gradient after the last arrival; None where unknown (meta)
+    zero: bool | None
+    finite: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class LossInfo:
+    source: str  # "backward" | "autograd.grad" | "model-output" | "explicit"
+    requires_grad: bool
+    has_grad_fn: bool
+    shape: tuple[int, ...]
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reachability:
+    """What the walk of the autograd graph from the loss(es) found."""
+
+    params: tuple[str, ...]  # LoRA parameters whose AccumulateGrad node the walk reached
+    nodes: int
+    opaque: tuple[str, ...] = ()  # node types the walk cannot see through (reentrant checkpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizerInfo:
+    params: tuple[str, ...]  # LoRA parameters held by some param group
+    lrs: tuple[float, ...]
+    updated: tuple[str, ...] | None = None  # LoRA parameters whose value changed over the step
+
+
+@dataclass(frozen=True)
+class Trace:
+    label: str | None
+    complete: bool
+    deep: bool
+    model_class: str
+    versions: dict[str, str]
+    sites: tuple[LoraSite, ...]
+    peft_configs: dict[str, dict[str, object]]  # prefix of the PeftModel -> adapter -> its config as a dict
+    calls: tuple[ModuleCall, ...]
+    regions_run: tuple[str, ...]  # regions whose root module ran, in first-run order
+    cuts: tuple[Cut, ...]
+    arrivals: tuple[GradArrival, ...]
+    losses: tuple[LossInfo, ...]
+    reachability: Reachability | None
+    eval_modules: tuple[str, ...]  # modules holding LoRA, or their ancestors, in eval mode at the start
+    optimizer: OptimizerInfo | None
+    backward: bool = False  # a backward pass was seen (a gradient arrived, or backward()/grad() was called)
+    error: str | None = None  # the exception type and message when the traced block raised
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed, in words

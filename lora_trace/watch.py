@@ -1,0 +1,126 @@
+"""Deep mode: a scoped TorchFunctionMode that sees the calls that cut a gradient path, and the losses.
+
+It observes only: every call is passed through unchanged. What it keeps per candidate cut is the
+autograd node of the tensor that was cut (walked once, at the end of the step) and the source line.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from . import locate
+from .records import CutKind
+
+_CUTTING: dict[Any, CutKind] = {
+    torch.Tensor.detach: CutKind.DETACH,
+    torch.Tensor.data.__get__: CutKind.DATA,
+    torch.Tensor.item: CutKind.ITEM,
+    torch.Tensor.tolist: CutKind.TOLIST,
+    torch.Tensor.numpy: CutKind.NUMPY,
+}
+_BACKWARD = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward", torch.autograd.grad: "autograd.grad"}
+_WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matmul, torch.mm, torch.addmm,
+                 torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
+
+
+@dataclass
+class CutCandidate:
+    kind: CutKind
+    site: locate.Site
+    detail: str
+    nodes: list[Any] = field(default_factory=list)  # autograd nodes of the cut tensors
+    modules: set[str] = field(default_factory=set)
+    count: int = 0
+
+
+class PathWatch(TorchFunctionMode):
+    """Records detaching calls, ops run under a disabled grad mode on tensors that require grad, direct
+    uses of a LoRA layer's base weight, and the tensors backward() / autograd.grad() start from."""
+
+    def __init__(
+        self,
+        *,
+        base_weights: dict[int, str],
+        inside_wrapper: Callable[[str], bool],
+        on_loss: Callable[[torch.Tensor, str], None],
+        in_checkpoint_forward: Callable[[], bool],
+    ) -> None:
+        super().__init__()
+        self._base_weights = base_weights
+        self._inside_wrapper = inside_wrapper
+        self._on_loss = on_loss
+        self._in_checkpoint_forward = in_checkpoint_forward
+        self._local = threading.local()
+        self.candidates: dict[tuple[CutKind, str | None, str], CutCandidate] = {}
+
+    def pause(self) -> _Paused:
+        """Our own hooks run inside the mode; their tensor calls are not the user's."""
+        return _Paused(self._local)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if not getattr(self._local, "paused", False):
+            self._local.paused = True
+            try:
+                self._observe(func, args, kwargs)
+            finally:
+                self._local.paused = False
+        return func(*args, **kwargs)
+
+    def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
+        source = _BACKWARD.get(func)
+        if source is not None:
+            roots = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+            for tensor in roots if isinstance(roots, (tuple, list)) else (roots,):
+                if isinstance(tensor, torch.Tensor):
+                    self._on_loss(tensor, source)
+            return
+        kind = _CUTTING.get(func)
+        if kind is not None:
+            tensor = args[0] if args else None
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                self._add(kind, locate.call_site(3), f"Tensor.{kind.value}", [tensor.grad_fn])
+            return
+        if func in _WEIGHT_USERS:
+            for arg in args:
+                name = self._base_weights.get(id(arg)) if isinstance(arg, torch.nn.Parameter) else None
+                if name is not None and not self._inside_wrapper(name):
+                    candidate = self._add(CutKind.DIRECT_WEIGHT, locate.call_site(3),
+                                          f"{getattr(func, '__name__', 'op')} on {name}.weight", [])
+                    candidate.modules.add(name)
+        if not torch.is_grad_enabled():
+            grad_inputs = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
+            if grad_inputs and not self._in_checkpoint_forward():
+                site = locate.grad_off_site(3)
+                kind = CutKind.INFERENCE_MODE if torch.is_inference_mode_enabled() else CutKind.NO_GRAD
+                self._add(kind, site, "an op on a tensor that requires grad, run with grad disabled", grad_inputs)
+
+    def _add(self, kind: CutKind, site: locate.Site, detail: str, nodes: list[Any]) -> CutCandidate:
+        key = (kind, site.location, detail)
+        candidate = self.candidates.get(key)
+        if candidate is None:
+            candidate = self.candidates[key] = CutCandidate(kind, site, detail)
+        candidate.count += 1
+        if len(candidate.nodes) < 64:
+            candidate.nodes.extend(nodes)
+        return candidate
+
+
+class _Paused:
+    def __init__(self, local: threading.local) -> None:
+        self._local = local
+        self._before = False
+
+    def __enter__(self) -> None:
+        self._before = getattr(self._local, "paused", False)
+        self._local.paused = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.paused = self._before
