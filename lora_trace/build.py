@@ -71,7 +71,7 @@ def _arrivals(norms: dict[str, list[Any]]) -> tuple[GradArrival, ...]:
         if norm is not None and norm.device.type != "meta":
             by_device.setdefault(norm.device, []).append(name)
     for group in by_device.values():  # one synchronisation per device, not one per parameter
-        for name, value in zip(group, torch.stack([norms[n][1] for n in group]).tolist()):
+        for name, value in zip(group, torch.stack([norms[n][1] for n in group]).tolist(), strict=True):
             values[name] = float(value)
     arrivals = []
     for name in names:

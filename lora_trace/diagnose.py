@@ -30,7 +30,7 @@ class _SavedState:
 
     def restore(self) -> None:
         with torch.no_grad():
-            for (param, value, grad, flag), grad_value in zip(self.params, self.grad_values):
+            for (param, value, grad, flag), grad_value in zip(self.params, self.grad_values, strict=True):
                 if param.device.type != "meta":
                     param.copy_(value)
                 if grad is not None and grad_value is not None and grad.device.type != "meta":

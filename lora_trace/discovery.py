@@ -100,7 +100,7 @@ def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
     with torch.no_grad():
         for indices in by_device.values():
             values = torch.stack([(params[i] == 0).all() for i in indices]).tolist()
-            for i, value in zip(indices, values):
+            for i, value in zip(indices, values, strict=True):
                 flags[i] = bool(value)
     return flags
 

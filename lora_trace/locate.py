@@ -15,7 +15,8 @@ import sysconfig
 from dataclasses import dataclass
 from types import FrameType
 
-_LIBRARY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub")
+_LIBRARY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy")
+_MACHINERY = tuple(os.path.join("torch", *p) for p in (("overrides.py",), ("nn", "modules", "module.py")))
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code
 _STDLIB = os.path.normcase(os.path.abspath(sysconfig.get_paths()["stdlib"]))
@@ -39,8 +40,8 @@ def is_library_file(filename: str) -> bool:
 
 def _is_own(filename: str) -> bool:
     path = os.path.abspath(filename)
-    return (path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(_USER_INSIDE_PACKAGE)) or path.endswith(
-        os.path.join("torch", "overrides.py"))
+    own = path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(_USER_INSIDE_PACKAGE)
+    return own or path.endswith(_MACHINERY)  # hooks and torch-function dispatch: how we saw it, not where
 
 
 def format_location(filename: str, line: int) -> str:
@@ -76,12 +77,12 @@ def call_site(depth: int = 1) -> Site:
     return _site(frames, None)
 
 
-def _site(frames: list[FrameType], location: str | None) -> Site:
+def _site(frames: list[FrameType], location: str | None, *, keep_library: bool = True) -> Site:
     while frames and _is_own(frames[0].f_code.co_filename):
         frames = frames[1:]
     user = [f for f in frames if not is_library_file(f.f_code.co_filename)]
     stack = [_frame_text(f) for f in reversed(user[:8])]
-    if frames and user and frames[0] is not user[0]:
+    if keep_library and frames and user and frames[0] is not user[0]:
         stack.append(_frame_text(frames[0]))  # the library frame where it really happened
     if location is None and user:
         location = format_location(user[0].f_code.co_filename, user[0].f_lineno)
@@ -102,15 +103,15 @@ def grad_off_site(depth: int = 1) -> GradOffSite:
         if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
             args = frame.f_locals.get("args", ())
             flags = tuple(bool(a.requires_grad) for a in args if hasattr(a, "requires_grad"))
-            site = _site(frames, None)
+            site = _site(frames, None, keep_library=False)
             return GradOffSite(site.location, site.stack, flags)
         if is_library_file(code.co_filename):
             continue
         line = _grad_off_statement(code.co_filename, frame.f_lineno)
         if line is not None:
-            site = _site(frames, format_location(code.co_filename, line))
+            site = _site(frames, format_location(code.co_filename, line), keep_library=False)
             return GradOffSite(site.location, site.stack)
-    site = _site(frames, None)
+    site = _site(frames, None, keep_library=False)
     return GradOffSite(site.location, site.stack)
 
 

@@ -170,7 +170,7 @@ class Tracer:
         ))
 
     def _grad_off_cut(self, name: str) -> int:
-        site = locate.grad_off_site(3)
+        site = locate.grad_off_site(1)
         if site.checkpoint_inputs is not None:
             kind = CutKind.CHECKPOINT
         elif torch.is_inference_mode_enabled():

@@ -1,5 +1,6 @@
 """The plain-text report (placeholder replaced by the step-by-step report)."""
 from __future__ import annotations
+
 from typing import Any
 
 

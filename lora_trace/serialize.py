@@ -123,7 +123,7 @@ def _decode(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branc
             return tuple(_decode(item_types[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(item_types) != len(value):
             raise _Mismatch(f"{where}: expected {len(item_types)} items")
-        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+        return tuple(_decode(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):
             raise _Mismatch(f"{where}: expected an object")

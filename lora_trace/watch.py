@@ -25,7 +25,9 @@ _CUTTING: dict[Any, CutKind] = {
     torch.Tensor.tolist: CutKind.TOLIST,
     torch.Tensor.numpy: CutKind.NUMPY,
 }
-_BACKWARD = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward", torch.autograd.grad: "autograd.grad"}
+_BACKWARD = {
+    torch.Tensor.backward: "backward", torch.autograd.backward: "backward", torch.autograd.grad: "autograd.grad",
+}
 _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matmul, torch.mm, torch.addmm,
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
 
@@ -86,19 +88,19 @@ class PathWatch(TorchFunctionMode):
         if kind is not None:
             tensor = args[0] if args else None
             if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
-                self._add(kind, locate.call_site(3), f"Tensor.{kind.value}", [tensor.grad_fn])
+                self._add(kind, locate.call_site(1), f"Tensor.{kind.value}", [tensor.grad_fn])
             return
         if func in _WEIGHT_USERS:
             for arg in args:
                 name = self._base_weights.get(id(arg)) if isinstance(arg, torch.nn.Parameter) else None
                 if name is not None and not self._inside_wrapper(name):
-                    candidate = self._add(CutKind.DIRECT_WEIGHT, locate.call_site(3),
+                    candidate = self._add(CutKind.DIRECT_WEIGHT, locate.call_site(1),
                                           f"{getattr(func, '__name__', 'op')} on {name}.weight", [])
                     candidate.modules.add(name)
         if not torch.is_grad_enabled():
             grad_inputs = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
             if grad_inputs and not self._in_checkpoint_forward():
-                site = locate.grad_off_site(3)
+                site = locate.grad_off_site(1)
                 kind = CutKind.INFERENCE_MODE if torch.is_inference_mode_enabled() else CutKind.NO_GRAD
                 self._add(kind, site, "an op on a tensor that requires grad, run with grad disabled", grad_inputs)
 

@@ -54,6 +54,7 @@ class Scenario:
     optimizer: torch.optim.Optimizer | None
     truth: Truth
     knobs: dict[str, Any] = field(default_factory=dict)
+    batch: Any = None  # what `step` feeds the model, for code that calls the model's parts itself
 
 
 def marked_line(function: Callable[..., Any], marker: str) -> tuple[str, int]:

@@ -179,7 +179,7 @@ def contrastive_qwen2_audio(
 
     knobs = dict(targets=targets, strategy=strategy, fault=fault, size=size, seed=seed)
     name = f"contrastive_qwen2_audio[{targets},{strategy},{fault},{size}]"
-    return Scenario(name, model, step, optimizer, _truth(model, strategy, fault), knobs)
+    return Scenario(name, model, step, optimizer, _truth(model, strategy, fault), knobs, batch)
 
 
 def _check_choice(knob: str, value: str, choices: tuple[str, ...]) -> None:
