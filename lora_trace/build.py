@@ -29,7 +29,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
     notes: list[str] = []
     losses = tracer._losses or tracer._model_outputs
     roots = [node for node, _ in losses if node is not None]
-    reachability = walk(roots, found.param_names) if roots else None
+    reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
     if not losses:
         notes.append("no loss was seen: call backward() inside the block, return the loss from the model, "
                       "or pass it with t.diagnose(loss=...)")
@@ -108,7 +108,7 @@ def _watch_cuts(watch: Any, found: Any) -> list[Cut]:
             continue  # cuts nothing that holds LoRA: a log line's .item(), a frozen reference model
         modules = sorted(candidate.modules) or sorted({p.rsplit(".lora_", 1)[0] for p in params})
         cuts.append(Cut(candidate.kind, candidate.site.location, candidate.site.stack, candidate.detail,
-                        tuple(params), tuple(modules), candidate.count))
+                        tuple(params), tuple(modules), candidate.count, downstream=True))
     return cuts
 
 

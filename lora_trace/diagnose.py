@@ -71,7 +71,9 @@ def diagnose(
             param.grad = None  # clean evidence: which parameters this step reaches
         with Tracer(model, optimizer=optimizer, deep=True, label=label) as tracer:
             loss = find_loss(step(model))
-            if loss.requires_grad:
+            if not loss.requires_grad:
+                tracer.note_loss(loss)
+            else:
                 if loss.numel() != 1:
                     loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
                 loss.backward()

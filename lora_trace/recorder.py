@@ -214,8 +214,13 @@ class Tracer:
         return hook
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
+        """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""
         self._losses.append((tensor.grad_fn, describe_loss(tensor, source)))
         self._backward_seen = True
+
+    def note_loss(self, tensor: torch.Tensor) -> None:
+        """The step's loss when no backward will run from it (it has no grad_fn): still evidence."""
+        self._losses.append((tensor.grad_fn, describe_loss(tensor, "step")))
 
     def _paused(self) -> Any:
         return self._watch.pause() if self._watch is not None else _NULL

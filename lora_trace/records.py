@@ -87,6 +87,7 @@ class Cut:
     params: tuple[str, ...] = ()  # LoRA parameters upstream of the cut tensor (or run under it)
     modules: tuple[str, ...] = ()  # LoRA modules concerned
     count: int = 1
+    downstream: bool = False  # seen on the path after the LoRA layers (an op on their output), not around them
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,7 @@ def check_paths(facts: Facts) -> list[Finding]:
         group["sites"].append(site)
 
     direct = {m: c for c in facts.trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
-    watched = [c for c in facts.trace.cuts if c.kind in _DETACHING or c.kind in (CutKind.NO_GRAD,
-               CutKind.INFERENCE_MODE) and c.detail.startswith("an op")]
+    watched = [c for c in facts.trace.cuts if c.downstream and c.kind is not CutKind.DIRECT_WEIGHT]
     for site in facts.starved_sites():
         if site.disabled or site.merged or not _holds_active(site) or not site.trainable_params:
             continue  # the configuration checks explain it
@@ -71,8 +70,7 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
     evidence: dict = {"starved_params": n_params}
     if code is Code.GRAD_DISABLED:
         mode = "inference_mode" if cut and cut.kind is CutKind.INFERENCE_MODE else "no_grad"
-        ran_under = cut is not None and set(modules) <= set(cut.modules)
-        what = "ran under" if ran_under else "fed a path that ran under"
+        what = "fed a path that ran under" if cut is not None and cut.downstream else "ran under"
         message = (f"{count} in {names(regions)} {what} torch.{mode}(){where}, so autograd recorded nothing "
                    "for them and they got no gradient.")
         fix = (f"Run the training forward with grad enabled: replace the `with torch.{mode}():`{where} by "

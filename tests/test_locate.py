@@ -1,0 +1,139 @@
+"""Source lines for grad-mode changes and detaching calls, on plain modules written in this file."""
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+import lora_trace
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x)).pow(2).mean()
+
+
+def _model():
+    torch.manual_seed(0)
+    return get_peft_model(Tiny(), LoraConfig(r=2, target_modules=["encoder.0", "encoder.2"]))
+
+
+def _line_of(fragment):
+    with open(__file__, encoding="utf-8") as handle:
+        return next(i for i, text in enumerate(handle, 1) if fragment in text and "_line_of" not in text)
+
+
+@torch.no_grad()
+def encode_decorated(model, x):
+    return model.base_model.model.encoder(x)
+
+
+def test_a_decorated_function_is_pointed_at_by_its_decorator():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        return m.base_model.model.head(encode_decorated(m, x)).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-disabled"
+    assert finding.location.endswith(f"tests/test_locate.py:{_line_of('@torch.no_grad()')}")
+
+
+def test_inference_mode_is_named_as_such():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        with torch.inference_mode():
+            hidden = m.base_model.model.encoder(x)
+        return m.base_model.model.head(hidden.clone()).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-disabled" and "inference_mode" in finding.message
+    assert finding.location.endswith(f":{_line_of('with torch.inference_mode():')}")
+
+
+def test_a_numpy_round_trip_is_a_detached_path():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        hidden = m.base_model.model.encoder(x)
+        hidden = torch.from_numpy(hidden.detach().numpy() * 1.0)
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "detached"
+    assert finding.location.endswith(f":{_line_of('hidden.detach().numpy()')}")
+
+
+def test_data_access_is_a_detached_path():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        hidden = m.base_model.model.encoder(x).data
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "detached" and "data" in finding.message
+    assert finding.location.endswith(f":{_line_of('encoder(x).data')}")
+
+
+def test_using_the_base_weight_directly_is_a_bypass_with_its_line():
+    model = _model()
+    x = torch.randn(3, 4)
+    layer = model.base_model.model.encoder[0]
+
+    def step(m):
+        hidden = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        return m.base_model.model.head(m.base_model.model.encoder[2](hidden)).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "lora-bypassed"
+    assert finding.modules == ("base_model.model.encoder.0",)
+    assert finding.location.endswith(f":{_line_of('functional.linear(x, layer.weight')}")
+
+
+def test_a_no_grad_block_after_the_lora_layers_is_grad_disabled_on_the_path():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        hidden = m.base_model.model.encoder(x)
+        with torch.no_grad():
+            pooled = hidden * 2
+        return m.base_model.model.head(pooled).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-disabled" and "fed a path" in finding.message
+    assert finding.location.endswith(f":{_line_of('        with torch.no_grad():')}")
+
+
+def test_a_logging_item_call_on_a_healthy_path_is_not_a_cut():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        loss = m(x)
+        print(f"loss {loss.item():.3f}")
+        return loss
+
+    diagnosis = lora_trace.diagnose(model, step)
+    assert diagnosis.ok and diagnosis.codes("error") == ()
+
+
+def test_a_branch_the_loss_ignores_is_off_path():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        m.base_model.model.encoder(x)  # computed, never used
+        return m.base_model.model.head(x).pow(2).mean()
+
+    assert lora_trace.diagnose(model, step).findings[0].code == "lora-off-path"
