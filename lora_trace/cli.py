@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,8 +16,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="diagnose the built-in motivating case (contrastive Qwen2-Audio)")
     demo.add_argument("--fixed", action="store_true", help="run the fixed configuration instead")
     demo.add_argument("--out", metavar="DIR", help="write the run's artefacts to DIR")
-    demo.add_argument("--lang", choices=("en", "zh"), default="en", help="report language")
     return parser
+
+
+def _color(stream: object) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "demo":
             from .demo import run_demo
 
-            return run_demo(fixed=args.fixed, out=args.out, lang=args.lang, stream=sys.stdout)
+            return run_demo(fixed=args.fixed, out=args.out, stream=sys.stdout, color=_color(sys.stdout))
     except LoraTraceError as error:
         print(f"lora-trace: {error}", file=sys.stderr)
         return 2

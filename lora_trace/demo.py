@@ -1,36 +1,64 @@
-"""`lora-trace demo`: the motivating case from the troubleshooting guide, built for real and diagnosed."""
+"""`lora-trace demo`: the troubleshooting guide's case, built for real and diagnosed.
+
+The broken configuration is the guide's: its target_modules list, audio encoded through audio_tower
+only, and `torch.no_grad()` inside the speech encoder's predict(). The fixed one encodes through the
+whole model without no_grad. The tiny model runs on the CPU with real gradients; the real
+Qwen2-Audio-7B dimensions are built on the meta device (path and counts, no values).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import TextIO
 
-from .regions import short_name
+from .diagnose import diagnose
 from .scenarios import contrastive_qwen2_audio, measure_gradients
-from .scenarios.ground_truth import GradientState
+from .scenarios.contrastive_model import AUDIO_TOWER
 
 BROKEN = dict(targets="seed-list", strategy="audio_tower", fault="no-grad")
 FIXED = dict(targets="seed-list", strategy="full_forward", fault="none")
 
 
-def run_demo(*, fixed: bool, out: str | None, lang: str, stream: TextIO) -> int:
+def run_demo(*, fixed: bool, out: str | None, stream: TextIO, color: bool = False) -> int:
     knobs = FIXED if fixed else BROKEN
-    say = lambda text="": print(text, file=stream)  # noqa: E731
-    real_size = contrastive_qwen2_audio(size="qwen2-audio-7b", **knobs)
-    real_count = sum(1 for n in real_size.truth.lora_params if n.startswith("speech_encoder."))
-    scenario = contrastive_qwen2_audio(size="tiny", **knobs)
-    say(f"lora-trace demo: {'fixed' if fixed else 'broken'} configuration")
-    say(f"  targets={knobs['targets']}  encoding={knobs['strategy']}  fault={knobs['fault']}")
-    say(f"  speech encoder LoRA parameters at the real Qwen2-Audio-7B size (meta device): {real_count}")
+    label = "fixed" if fixed else "broken"
+
+    def say(text: str = "") -> None:
+        print(text, file=stream)
+
+    say(f"lora-trace demo ({label}): contrastive Qwen2-Audio, target_modules = the guide's list, "
+        f"encoding = {knobs['strategy']}, fault = {knobs['fault']}")
     say("")
-    measured = measure_gradients(scenario)
-    say("Ground truth, measured with plain PyTorch (tiny model, one real backward):")
-    say(f"  {'region':58s} {'none':>6s} {'zero':>6s} {'nonzero':>8s}")
-    for region, counts in measured.by_region().items():
-        say(f"  {short_name(region):58s} {counts[GradientState.NONE]:6d} {counts[GradientState.ZERO]:6d}"
-            f" {counts[GradientState.NONZERO]:8d}")
-    starved = [n for n, s in measured.states.items() if s is GradientState.NONE and n.startswith("speech")]
-    say(f"  speech-encoder LoRA parameters without a gradient: {len(starved)}")
+    scenario = contrastive_qwen2_audio(size="tiny", **knobs)
+    diagnosis = diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer, label=label)
+    say(diagnosis.report(color=color))
+
+    say("")
+    say("Cross-check with plain PyTorch (one real backward, no tracer):")
+    measured = measure_gradients(contrastive_qwen2_audio(size="tiny", **knobs))
+    speech = {n: s for n, s in measured.states.items() if n.startswith("speech_encoder.")}
+    starved = sum(1 for s in speech.values() if s.value == "none")
+    agree = {n for n, s in measured.states.items() if s.value != "none"} == {a.param for a in diagnosis.trace.arrivals}
+    say(f"  speech-encoder LoRA parameters without a gradient: {starved} of {len(speech)}; "
+        f"tracer {'agrees' if agree else 'DISAGREES'} on every parameter")
+
+    real = contrastive_qwen2_audio(size="qwen2-audio-7b", **knobs)
+    real_speech = [n for n in real.truth.lora_params if n.startswith("speech_encoder.")]
+    say("")
+    say(f"At the real Qwen2-Audio-7B dimensions (meta device): {len(real_speech)} speech-encoder LoRA parameters.")
+    if knobs["strategy"] == AUDIO_TOWER:
+        real_diagnosis = diagnose(real.model, real.step, label=f"{label}-7b-meta")
+        for finding in real_diagnosis.findings:
+            if finding.severity == "error":
+                say(f"  {finding.code}: {finding.evidence.get('starved_params', '?')} parameters "
+                    f"in {', '.join(r.rsplit('.', 1)[-1] for r in finding.regions)}")
+    else:
+        say("  (the full forward calls .item() and cannot run on meta; the tiny run above checks the path)")
+
     if out:
         os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, "run.json")
+        diagnosis.save(path)
+        say("")
+        say(f"Wrote {path}")
     return 0

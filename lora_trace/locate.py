@@ -15,7 +15,9 @@ import sysconfig
 from dataclasses import dataclass
 from types import FrameType
 
-_LIBRARY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy")
+_LIBRARY_PACKAGES = (
+    "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy",
+)
 _MACHINERY = tuple(os.path.join("torch", *p) for p in (("overrides.py",), ("nn", "modules", "module.py")))
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code

@@ -93,8 +93,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
                        f"({cut.detail}){where}, around the LoRA wrapper.")
             fix = "Call the module itself (`layer(x)`) instead of using its `.weight` directly."
         else:
-            message = (f"{count} hold trainable LoRA in {names(regions)}, but the step never ran them. "
-                       f"The step went through {names(traversed, 6) or 'no region holding LoRA'}.")
+            message = (f"{count} in {names(regions)} never ran in this step, so their trainable LoRA got no "
+                       f"gradient. The step went through {names(traversed, 6) or 'no region holding LoRA'}.")
             fix = ("Encode through the part of the model that holds the LoRA, or put LoRA on the layers the "
                    "step runs (target_modules naming layers in the traversed regions).")
     else:
