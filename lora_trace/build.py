@@ -57,6 +57,11 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         eval_modules=tracer._eval_modules,
         optimizer=_optimizer_info(tracer, found),
         backward=tracer._backward_seen,
+        targets=found.targets,
+        adaptable_run=None if tracer._adaptable_run is None else tuple(tracer._adaptable_run),
+        target_suggestions=_target_suggestions(tracer, found),
+        optimizer_steps=tracer._optimizer_steps,
+        labels_all_ignored=tracer._labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         notes=tuple(notes),
     )
@@ -126,6 +131,27 @@ def _optimizer_info(tracer: Any, found: Any) -> OptimizerInfo | None:
             updated = tuple(sorted(n for n, before in tracer._before_step.items()
                                    if not torch.equal(before, current[n].detach())))
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated)
+
+
+def _target_suggestions(tracer: Any, found: Any) -> dict[str, str]:
+    """For each PEFT model with LoRA that never ran: a target regex selecting the linear layers that did."""
+    if tracer._adaptable_run is None:
+        return {}
+    from .fixes import suggest_target_modules
+
+    called = {call.module for call in tracer._calls if call.grad_enabled}
+    ran_names = set(tracer._adaptable_run) | called
+    suggestions = {}
+    for prefix, tuner in found.tuners.items():
+        held = [site.module for site in found.sites if site.module.startswith(prefix + ".")]
+        if not held or all(m in called for m in held):
+            continue
+        relative = [n[len(prefix) + 1:] for n in ran_names if n.startswith(prefix + ".")]
+        config = next(iter(tuner.peft_config.values()))
+        regex = suggest_target_modules(tuner.model, relative, config=config)
+        if regex:
+            suggestions[prefix] = regex
+    return suggestions
 
 
 def with_explicit_loss(trace: Trace, loss: torch.Tensor, param_names: dict[int, str]) -> Trace:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from .errors import InvalidModelError
-from .records import LoraParam, LoraSite
+from .records import LoraParam, LoraSite, TargetEntry
 from .regions import region_of
+from .targets import candidate_modules, entry_table
 
 _WRAPPER_SEGMENTS = ("_orig_mod",)
 
@@ -139,6 +140,31 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def lora_tuners(root: nn.Module) -> dict[str, nn.Module]:
+    """Where each PEFT LoRA tuner's base model sits (`x.model.base_model.model`) -> that base model."""
+    from peft.tuners.tuners_utils import BaseTuner
+
+    tuners = {}
+    for name, module in root.named_modules():
+        if isinstance(module, BaseTuner) and any(_is_lora_config(c) for c in module.peft_config.values()):
+            tuners[clean_name(f"{name}.model" if name else "model")] = module
+    return tuners
+
+
+def _is_lora_config(config: object) -> bool:
+    return str(getattr(getattr(config, "peft_type", None), "value", "")) == "LORA"
+
+
+def describe_targets(tuners: dict[str, nn.Module]) -> tuple[TargetEntry, ...]:
+    rows: list[TargetEntry] = []
+    for prefix, tuner in tuners.items():
+        modules = candidate_modules(tuner.model)
+        for adapter, config in sorted(tuner.peft_config.items()):
+            if _is_lora_config(config):
+                rows.extend(entry_table(config, modules, prefix=prefix, adapter=adapter))
+    return tuple(rows)
+
+
 @dataclass(frozen=True)
 class Discovery:
     """Everything a tracer needs to know about the model before the step runs."""
@@ -148,6 +174,8 @@ class Discovery:
     sites: tuple[LoraSite, ...]
     regions: dict[str, nn.Module]
     param_names: dict[int, str]  # id(LoRA parameter) -> qualified name
+    tuners: dict[str, nn.Module]  # base-model prefix -> LoRA tuner
+    targets: tuple[TargetEntry, ...]
 
 
 def discover(model: object) -> Discovery:
@@ -160,4 +188,5 @@ def discover(model: object) -> Discovery:
         owned = {f"{site.module}.{clean_name(n)}": p for n, p in layers[site.module].named_parameters()}
         for param in site.params:
             param_names[id(owned[param.name])] = param.name
-    return Discovery(root, lora, sites, region_modules(root), param_names)
+    tuners = lora_tuners(root)
+    return Discovery(root, lora, sites, region_modules(root), param_names, tuners, describe_targets(tuners))

@@ -109,11 +109,18 @@ class Tracer:
         for region, module in found.regions.items():
             self._handles.keep(module.register_forward_pre_hook(self._region_hook(region)))
         self._handles.keep(self._root.register_forward_hook(self._root_hook))
+        self._handles.keep(self._root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
+        self._labels_all_ignored: bool | None = None
+        self._optimizer_steps = 0
+        if self._optimizer is not None:
+            self._handles.keep(self._optimizer.register_step_post_hook(self._step_hook))
+        self._adaptable_run: dict[str, None] | None = None
         params = {name: p for name, p in _named_lora_params(found)}
         for name, param in params.items():
             if param.requires_grad:
                 self._handles.keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
         if self._deep:
+            self._watch_adaptable(found)
             base_weights = {id(layer.get_base_layer().weight): name for name, layer in found.lora.items()
                             if isinstance(getattr(layer.get_base_layer(), "weight", None), nn.Parameter)}
             self._watch = PathWatch(base_weights=base_weights, inside_wrapper=self._wrappers.__contains__,
@@ -183,6 +190,39 @@ class Tracer:
         if site.checkpoint_inputs is not None:
             entry["inputs"] = site.checkpoint_inputs
         return entry["index"]
+
+    def _watch_adaptable(self, found: Discovery) -> None:
+        """Deep mode: which layers LoRA could adapt ran with grad, so a target_modules fix can be checked."""
+        from .targets import candidate_modules
+
+        self._adaptable_run = {}
+        for prefix, tuner in found.tuners.items():
+            modules = dict(tuner.model.named_modules())
+            for name in candidate_modules(tuner.model):
+                full = f"{prefix}.{name}"
+                if full not in found.lora:
+                    self._handles.keep(modules[name].register_forward_hook(self._adaptable_hook(full)))
+
+    def _adaptable_hook(self, name: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if torch.is_grad_enabled() and self._adaptable_run is not None:
+                self._adaptable_run[name] = None
+
+        return hook
+
+    def _labels_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        labels = kwargs.get("labels")
+        if labels is None:
+            for arg in args:
+                if isinstance(arg, dict) and isinstance(arg.get("labels"), torch.Tensor):
+                    labels = arg["labels"]
+        if isinstance(labels, torch.Tensor) and labels.device.type != "meta" and not labels.is_floating_point():
+            with self._paused():
+                ignored = bool((labels == -100).all())
+            self._labels_all_ignored = ignored or bool(self._labels_all_ignored)
+
+    def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._optimizer_steps += 1
 
     def _region_hook(self, region: str):  # noqa: ANN202
         def hook(module: nn.Module, args: tuple) -> None:

@@ -124,6 +124,19 @@ class OptimizerInfo:
     updated: tuple[str, ...] | None = None  # LoRA parameters whose value changed over the step
 
 
+@dataclass(frozen=True, slots=True)
+class TargetEntry:
+    """One target_modules entry of one adapter, and what PEFT's matching selects with it."""
+
+    peft_model: str  # where the tuner's base model sits in the traced model ("" for a bare model)
+    adapter: str
+    entry: str
+    kind: str  # "name" (a list entry) | "regex" (a string) | "all-linear"
+    matched: tuple[str, ...]  # full module names
+    note: str | None = None  # why a glob-looking entry matched nothing
+    proposal: str | None = None  # a form that PEFT's matching confirms selects modules
+
+
 @dataclass(frozen=True)
 class Trace:
     label: str | None
@@ -142,5 +155,10 @@ class Trace:
     eval_modules: tuple[str, ...]  # modules holding LoRA, or their ancestors, in eval mode at the start
     optimizer: OptimizerInfo | None
     backward: bool = False  # a backward pass was seen (a gradient arrived, or backward()/grad() was called)
+    targets: tuple[TargetEntry, ...] = ()
+    adaptable_run: tuple[str, ...] | None = None  # deep mode: modules LoRA could adapt that ran with grad on
+    target_suggestions: dict[str, str] = field(default_factory=dict)  # tuner prefix -> checked target regex
+    optimizer_steps: int = 0  # optimizer.step() calls seen in the block
+    labels_all_ignored: bool | None = None  # every label of the model's `labels` input equals -100
     error: str | None = None  # the exception type and message when the traced block raised
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed, in words

@@ -10,11 +10,14 @@ from .config import check_config
 from .facts import Facts
 from .gradients import check_gradients
 from .paths import check_paths
+from .targets import check_targets
+from .updates import check_updates
 
 
 def diagnose_trace(trace: Trace) -> Diagnosis:
     facts = Facts(trace)
-    findings = check_config(facts) + check_paths(facts) + check_gradients(facts)
+    findings = (check_config(facts) + check_targets(facts) + check_paths(facts) + check_gradients(facts)
+                + check_updates(facts))
     return Diagnosis(_fold(order_findings(findings)), trace)
 
 

@@ -59,12 +59,15 @@ def check_config(facts: Facts) -> list[Finding]:
 
 
 def _inactive_reason(site: LoraSite) -> str | None:
+    """Why this layer adds no delta for an adapter that holds LoRA to train, or None."""
     if site.disabled:
         return "disabled"
     if site.merged:
         return "merged into the base weights"
-    if not any(a in site.adapters for a in site.active_adapters):
-        return f"not the active adapter (active: {', '.join(site.active_adapters) or 'none'})"
+    idle = sorted({p.adapter for p in site.params if p.requires_grad and p.adapter not in site.active_adapters})
+    if idle or not any(a in site.adapters for a in site.active_adapters):
+        return f"not the active adapter ({', '.join(idle) or 'none'} trainable; active: " \
+               f"{', '.join(site.active_adapters) or 'none'})"
     if any(s == 0 for a, s in site.scalings if a in site.active_adapters):
         return "scaled to zero"
     return None
@@ -78,7 +81,7 @@ def _inactive_fix(reasons: list[str]) -> str:
     if any(r.startswith("merged") for r in reasons):
         fixes.append("unmerge before training (`model.unmerge_adapter()`)")
     if any(r.startswith("not the active") for r in reasons):
-        fixes.append("activate the adapter you train (`model.set_adapter(name)`)")
+        fixes.append("activate the adapter you train (`model.set_adapter(name)`), or freeze the ones you do not")
     if "scaled to zero" in reasons:
         fixes.append("restore the scale (`lora_alpha` > 0, or undo `scale_layer(0)`)")
     return "; ".join(fixes).capitalize() + "."

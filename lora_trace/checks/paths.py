@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..findings import Code, Finding, Severity
 from ..records import Cut, CutKind, LoraSite
+from ..regions import short_name
 from .facts import Facts, names
 
 _DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM)
@@ -30,8 +31,11 @@ def check_paths(facts: Facts) -> list[Finding]:
     direct = {m: c for c in facts.trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
     watched = [c for c in facts.trace.cuts if c.downstream and c.kind is not CutKind.DIRECT_WEIGHT]
     for site in facts.starved_sites():
-        if site.disabled or site.merged or not _holds_active(site) or not site.trainable_params:
+        if site.disabled or site.merged or not _holds_active(site):
             continue  # the configuration checks explain it
+        if not any(p.requires_grad and p.adapter in site.active_adapters and p.name in facts.starved
+                   for p in site.params):
+            continue  # only idle adapters starve here: adapter-inactive says so
         calls = facts.calls.get(site.module, [])
         if not calls:
             add(Code.LORA_BYPASSED, site, direct.get(site.module))
@@ -46,6 +50,20 @@ def check_paths(facts: Facts) -> list[Finding]:
             else:
                 add(Code.DETACHED if cut.kind in _DETACHING else Code.GRAD_DISABLED, site, cut)
     return [_finding(group["code"], group["sites"], group["cut"], facts) for group in groups.values()]
+
+
+def _bypass_fix(sites: list[LoraSite], facts: Facts) -> str:
+    suggestions = [(prefix, regex) for prefix, regex in facts.trace.target_suggestions.items()
+                   if any(s.module.startswith(prefix + ".") for s in sites)]
+    fix = "Encode through the part of the model that holds the LoRA (the path the adapter was meant for)"
+    if suggestions:
+        prefix, regex = suggestions[0]
+        fix += (f", or put LoRA on the layers this step runs: in {short_name(prefix)}, "
+                f"LoraConfig(target_modules=r\"{regex}\"); lora-trace checked with PEFT's matching that it "
+                "selects exactly the linear layers the traced step ran there")
+    elif facts.trace.adaptable_run is None:
+        fix += "; lora_trace.diagnose() proposes a target_modules value checked against this model"
+    return fix + "."
 
 
 def _holds_active(site: LoraSite) -> bool:
@@ -95,8 +113,7 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         else:
             message = (f"{count} in {names(regions)} never ran in this step, so their trainable LoRA got no "
                        f"gradient. The step went through {names(traversed, 6) or 'no region holding LoRA'}.")
-            fix = ("Encode through the part of the model that holds the LoRA, or put LoRA on the layers the "
-                   "step runs (target_modules naming layers in the traversed regions).")
+            fix = _bypass_fix(sites, facts)
     else:
         message = (f"{count} in {names(regions)} ran with grad enabled, but their output never reaches the "
                    "loss, so they got no gradient.")

@@ -1,0 +1,137 @@
+"""target_modules coverage with PEFT's own matching: which modules each entry selects, and why not.
+
+PEFT matches a list entry as an exact module name or a `.`-suffix, and a string with `re.fullmatch` on
+the full name; `exclude_modules`, `layers_to_transform` / `layers_pattern` and `modules_to_save` filter
+that. We call PEFT's `check_target_module_exists` entry by entry, so the table is what PEFT would do.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+
+from torch import nn
+
+from .records import TargetEntry
+
+_SUPPORTED = {"Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "MultiheadAttention", "Conv1D"}
+_GLOB = re.compile(r"[*?\[\]]")  # a wildcard or regex attempt in a list entry, which PEFT takes literally
+
+
+def candidate_modules(base: nn.Module) -> dict[str, str]:
+    """Module name -> layer type, for the modules LoRA can adapt (LoRA wrappers count as their base)."""
+    from .discovery import is_lora_layer
+
+    found: dict[str, str] = {}
+    inside: list[str] = []
+    for name, module in base.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        if is_lora_layer(module):
+            found[name] = type(module.get_base_layer()).__name__
+            inside.append(name)
+        elif type(module).__name__ in _SUPPORTED:
+            found[name] = type(module).__name__
+    return found
+
+
+def matches(config: object, names: Iterable[str]) -> list[str]:
+    """The names PEFT's matching selects for this config (exclusions applied)."""
+    from peft.tuners.tuners_utils import _ExcludedModule, check_target_module_exists
+
+    selected = []
+    for name in names:
+        hit = check_target_module_exists(config, name)
+        if hit and not isinstance(hit, _ExcludedModule):
+            selected.append(name)
+    return selected
+
+
+def entry_table(config: object, modules: dict[str, str], *, prefix: str = "", adapter: str = "default"
+                ) -> tuple[TargetEntry, ...]:
+    """One row per target_modules entry: what PEFT matches with it alone, and a working form for a glob."""
+    targets = getattr(config, "target_modules", None)
+    if targets is None:
+        return ()
+    full = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    rows = []
+    if isinstance(targets, str):
+        kind = "all-linear" if targets.lower() == "all-linear" else "regex"
+        rows.append(TargetEntry(prefix, adapter, targets, kind, tuple(full(n) for n in matches(config, modules))))
+        return tuple(rows)
+    for entry in sorted(targets):
+        single = copy.copy(config)
+        single.target_modules = {entry}
+        matched = tuple(full(n) for n in matches(single, modules))
+        note = proposal = None
+        if not matched and _GLOB.search(entry):
+            note = ("list entries match exact module names or name suffixes after a '.'; '*' is no wildcard "
+                    "there and a list entry is no regex")
+            proposal = combined_regex(config, modules) or _verified_regex(entry, config, modules)
+        rows.append(TargetEntry(prefix, adapter, entry, "name", matched, note, proposal))
+    return tuple(rows)
+
+
+def glob_to_regex(entry: str) -> str:
+    """`audio_tower.*.self_attn.q_proj` -> a regex PEFT fullmatches against the full module name."""
+    parts = re.split(r"(\*|\?)", entry)
+    body = "".join(".*" if p == "*" else "." if p == "?" else re.escape(p) for p in parts)
+    return rf"(.*\.)?{body}"
+
+
+def _verified_regex(entry: str, config: object, modules: dict[str, str]) -> str | None:
+    candidate = copy.copy(config)
+    candidate.target_modules = glob_to_regex(entry)
+    return candidate.target_modules if matches(candidate, modules) else None
+
+
+def combined_regex(config: object, modules: dict[str, str]) -> str | None:
+    """One regex selecting what the valid list entries select plus what the globs meant, checked by PEFT."""
+    targets = getattr(config, "target_modules", None)
+    if not targets or isinstance(targets, str):
+        return None
+    alternatives = []
+    for entry in sorted(targets):
+        if _GLOB.search(entry):
+            alternatives.append(glob_to_regex(entry)[len(r"(.*\.)?"):])
+        else:
+            alternatives.append(re.escape(entry))
+    regex = rf"(.*\.)?({'|'.join(alternatives)})"
+    candidate = copy.copy(config)
+    candidate.target_modules = regex
+    intended = set()
+    for entry in targets:
+        single = copy.copy(config)
+        single.target_modules = {entry} if not _GLOB.search(entry) else glob_to_regex(entry)
+        intended |= set(matches(single, modules))
+    return regex if set(matches(candidate, modules)) == intended and intended else None
+
+
+def exact_target_regex(selected: Iterable[str], modules: dict[str, str], config: object) -> str | None:
+    """A compact regex that PEFT's matching confirms selects exactly `selected` among `modules`.
+
+    Layer indices become `\\d+` and leaf names are grouped by their common stem; when the compact form
+    over-selects (some layers were not run), the exact names are alternated instead. None if even that
+    does not check out.
+    """
+    wanted = set(selected)
+    if not wanted:
+        return None
+    groups: dict[str, set[str]] = {}
+    for name in sorted(wanted):
+        stem, _, leaf = re.sub(r"\.\d+\.", r".<i>.", name).partition(".<i>.")
+        groups.setdefault(stem, set()).add(leaf)
+    index = re.escape("<i>")
+    compact = "|".join(
+        re.escape(stem) + (r"\.\d+\.(" + "|".join(re.escape(leaf).replace(index, r"\d+") for leaf in sorted(leaves))
+                           + ")" if leaves != {""} else "")
+        for stem, leaves in sorted(groups.items())
+    )
+    for regex in (compact, "|".join(re.escape(n) for n in sorted(wanted))):
+        candidate = copy.copy(config)
+        candidate.target_modules = f"({regex})"
+        candidate.layers_to_transform = None
+        if set(matches(candidate, modules)) == wanted:
+            return candidate.target_modules
+    return None

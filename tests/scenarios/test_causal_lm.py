@@ -1,0 +1,55 @@
+"""Ground truth of the causal-LM configuration faults, with plain PyTorch; then the diagnosis of each."""
+
+import math
+
+import pytest
+
+import lora_trace
+from lora_trace.scenarios import measure_gradients
+from lora_trace.scenarios.causal_lm import CAUSAL_FAULTS, causal_lm
+
+
+@pytest.mark.parametrize("fault", CAUSAL_FAULTS)
+def test_truth_matches_a_real_backward(fault):
+    scenario = causal_lm(fault=fault)
+    measured = measure_gradients(scenario)
+    assert measured.with_grad() == scenario.truth.grad_params
+    if fault == "all-ignored":
+        assert math.isnan(measured.loss)
+        assert all(state.value == "zero" for state in measured.states.values())
+
+
+@pytest.mark.parametrize("fault", CAUSAL_FAULTS)
+def test_each_fault_is_diagnosed_with_its_code(fault):
+    scenario = causal_lm(fault=fault)
+    diagnosis = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer)
+    got = [(f.code, f.severity) for f in diagnosis.findings if f.severity != "info"]
+    assert got == [(e.code, e.severity) for e in scenario.truth.findings], diagnosis.report()
+    assert diagnosis.ok == (scenario.truth.error_codes == ())
+
+
+def test_not_updated_names_the_zero_learning_rate():
+    scenario = causal_lm(fault="lr-zero")
+    finding = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer).findings[0]
+    assert "learning rate of 0" in finding.message and finding.evidence["lrs"] == [0.0]
+
+
+def test_a_trace_without_an_optimizer_step_does_not_claim_not_updated():
+    scenario = causal_lm(fault="lr-zero")
+    with lora_trace.trace(scenario.model, optimizer=scenario.optimizer) as tracer:
+        scenario.step(scenario.model).backward()  # no optimizer.step(): nothing to judge
+    assert "not-updated" not in tracer.diagnosis.codes()
+
+
+def test_the_glob_entry_gets_a_checked_regex():
+    scenario = causal_lm(fault="glob-target")
+    finding = lora_trace.diagnose(scenario.model, scenario.step).findings[0]
+    assert finding.code == "target-unmatched"
+    assert "'layers.*.mlp.down_proj' -> 0" in finding.message and "'q_proj' -> 2" in finding.message
+    assert r'target_modules=r"(.*\.)?(layers\..*\.mlp\.down_proj|q_proj)"' in finding.fix
+
+
+def test_the_inactive_adapter_is_named():
+    scenario = causal_lm(fault="not-active")
+    finding = lora_trace.diagnose(scenario.model, scenario.step).findings[0]
+    assert "default trainable; active: other" in finding.message
