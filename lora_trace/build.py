@@ -26,20 +26,18 @@ def versions() -> dict[str, str]:
 
 def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> Trace:
     found = tracer._found
-    notes: list[str] = []
+    notes: list[str] = []  # keys of lora_trace.messages, rendered in the report's language
     losses = tracer._losses or tracer._model_outputs
     roots = [node for node, _ in losses if node is not None]
     reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
     if not losses:
-        notes.append("no loss was seen: call backward() inside the block, return the loss from the model, "
-                      "or pass it with t.diagnose(loss=...)")
+        notes.append("note.no-loss")
     arrivals = _arrivals(tracer._norms)
     if any(a.norm is None for a in arrivals):
-        notes.append("gradient norms do not exist on the meta device: only which parameters a gradient reaches")
+        notes.append("note.meta")
     cuts = _grad_off_cuts(tracer, found) + (_watch_cuts(tracer._watch, found) if tracer._watch else [])
     if not tracer._deep:
-        notes.append("default mode: detaching calls are not watched; lora_trace.diagnose() or trace(deep=True) "
-                     "finds the line that cuts a path")
+        notes.append("note.default-mode")
     return Trace(
         label=tracer._label,
         complete=complete,

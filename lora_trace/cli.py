@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,41 @@ def _parser() -> argparse.ArgumentParser:
     demo = verbs.add_parser("demo", help="diagnose the built-in motivating case (contrastive Qwen2-Audio)")
     demo.add_argument("--fixed", action="store_true", help="run the fixed configuration instead")
     demo.add_argument("--out", metavar="DIR", help="write the run's artefacts to DIR")
+    demo.add_argument("--lang", choices=("en", "zh"), default="en", help="report language")
+    show = verbs.add_parser("show", help="print the report of a saved run (exit 1 when it has errors)")
+    show.add_argument("run", metavar="RUN.json")
+    show.add_argument("--json", action="store_true", help="print the findings as JSON")
+    show.add_argument("--lang", choices=("en", "zh"), default="en", help="report language")
+    targets = verbs.add_parser("targets", help="what target_modules selects, on a model built from config.json")
+    targets.add_argument("config", metavar="CONFIG.json")
+    group = targets.add_mutually_exclusive_group(required=True)
+    group.add_argument("--target-modules", nargs="+", metavar="NAME", help="list entries (names or suffixes)")
+    group.add_argument("--target-regex", metavar="RE", help="one regex, fullmatched against module names")
+    targets.add_argument("--exclude-modules", metavar="RE")
+    targets.add_argument("--use-dora", action="store_true", help="count DoRA's magnitude vector too")
+    targets.add_argument("--json", action="store_true")
     return parser
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .serialize import load
+
+    diagnosis = load(args.run)
+    if args.json:
+        print(json.dumps(diagnosis.to_dict()["findings"], indent=1, ensure_ascii=False))
+    else:
+        print(diagnosis.report(lang=args.lang, color=_color(sys.stdout)))
+    return 0 if diagnosis.ok else 1
+
+
+def _targets(args: argparse.Namespace) -> int:
+    from .coverage import coverage, format_coverage, model_from_config
+
+    model = model_from_config(args.config)
+    result = coverage(model, target_modules=args.target_regex or list(args.target_modules),
+                      exclude_modules=args.exclude_modules, use_dora=args.use_dora)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else format_coverage(result, args.config))
+    return 0
 
 
 def _color(stream: object) -> bool:
@@ -25,12 +60,20 @@ def _color(stream: object) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # bad arguments (argparse printed why) or --help
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         if args.verb == "demo":
             from .demo import run_demo
 
-            return run_demo(fixed=args.fixed, out=args.out, stream=sys.stdout, color=_color(sys.stdout))
+            return run_demo(fixed=args.fixed, out=args.out, lang=args.lang, stream=sys.stdout,
+                            color=_color(sys.stdout))
+        if args.verb == "show":
+            return _show(args)
+        if args.verb == "targets":
+            return _targets(args)
     except LoraTraceError as error:
         print(f"lora-trace: {error}", file=sys.stderr)
         return 2

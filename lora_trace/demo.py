@@ -19,7 +19,7 @@ BROKEN = dict(targets="seed-list", strategy="audio_tower", fault="no-grad")
 FIXED = dict(targets="seed-list", strategy="full_forward", fault="none")
 
 
-def run_demo(*, fixed: bool, out: str | None, stream: TextIO, color: bool = False) -> int:
+def run_demo(*, fixed: bool, out: str | None, stream: TextIO, lang: str = "en", color: bool = False) -> int:
     knobs = FIXED if fixed else BROKEN
     label = "fixed" if fixed else "broken"
 
@@ -31,7 +31,7 @@ def run_demo(*, fixed: bool, out: str | None, stream: TextIO, color: bool = Fals
     say("")
     scenario = contrastive_qwen2_audio(size="tiny", **knobs)
     diagnosis = diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer, label=label)
-    say(diagnosis.report(color=color))
+    say(diagnosis.report(lang=lang, color=color))
 
     say("")
     say("Cross-check with plain PyTorch (one real backward, no tracer):")

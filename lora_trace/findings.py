@@ -58,12 +58,27 @@ class Finding:
     location: str | None = None
     stack: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
+    translations: dict[str, dict[str, str]] = field(default_factory=dict)  # lang -> {"message", "fix"}
+
+    def text(self, lang: str = "en") -> tuple[str, str]:
+        """(message, fix) in `lang`; English where no translation exists."""
+        if lang == "en" or lang not in self.translations:
+            return self.message, self.fix
+        chosen = self.translations[lang]
+        return chosen.get("message", self.message), chosen.get("fix", self.fix)
 
     def sort_key(self) -> tuple[int, int, int, str]:
         code = Code(self.code)
         rank = _ERROR_RANK.index(code) if code in _ERROR_RANK else len(_ERROR_RANK)
         line_first = 0 if self.location and code in _CAUSES_WITH_A_LINE else 1
         return (_SEVERITY_RANK[Severity(self.severity)], line_first, rank, self.location or "")
+
+
+def make_finding(code: Code, severity: Severity, message: dict[str, str], fix: dict[str, str],
+                 **details: Any) -> Finding:
+    """A Finding from sentences in every language ({"en": ..., "zh": ...})."""
+    others = {lang: {"message": message[lang], "fix": fix[lang]} for lang in message if lang != "en"}
+    return Finding(code.value, severity.value, message["en"], fix["en"], translations=others, **details)
 
 
 def order_findings(findings: list[Finding]) -> tuple[Finding, ...]:

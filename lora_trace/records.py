@@ -161,4 +161,4 @@ class Trace:
     optimizer_steps: int = 0  # optimizer.step() calls seen in the block
     labels_all_ignored: bool | None = None  # every label of the model's `labels` input equals -100
     error: str | None = None  # the exception type and message when the traced block raised
-    notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed, in words
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py

@@ -26,3 +26,50 @@ def test_demo_fixed_has_no_error(capsys):
     out = capsys.readouterr().out
     assert "No error: every trainable LoRA parameter is on the gradient path." in out
     assert "without a gradient: 0 of 40" in out
+
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
+
+
+def test_show_exits_1_on_errors_and_0_without(capsys):
+    assert main(["show", str(GOLDEN / "demo-broken.run.json")]) == 1
+    assert "Root cause: grad-disabled" in capsys.readouterr().out
+    assert main(["show", str(GOLDEN / "demo-fixed.run.json"), "--lang", "zh"]) == 0
+    assert "没有错误" in capsys.readouterr().out
+
+
+def test_show_json_lists_the_findings(capsys):
+    assert main(["show", str(GOLDEN / "demo-broken.run.json"), "--json"]) == 1
+    findings = json.loads(capsys.readouterr().out)
+    assert [f["code"] for f in findings][:2] == ["grad-disabled", "lora-bypassed"]
+
+
+def test_show_bad_input_exits_2_with_a_plain_message(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["show", str(bad)]) == 2
+    assert "not a lora-trace run" in capsys.readouterr().err
+    assert main(["show"]) == 2  # argparse: missing argument
+
+
+def test_targets_reports_the_real_seed_list_coverage(capsys):
+    config = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "configs" / "qwen2-audio-7b.json")
+    seed = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert main(["targets", config, "--target-modules", *seed, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["modules"], result["params"]) == (320, 640)
+    assert {r.rsplit(".", 1)[-1]: v["params"] for r, v in result["regions"].items()} == {
+        "audio_tower": 192, "language_model": 448}
+    assert main(["targets", config, "--target-regex", r".*audio_tower.*\.(q_proj|fc1)"]) == 0
+    assert "Selected: 64 modules, 128 LoRA parameters" in capsys.readouterr().out
+
+
+def test_targets_explains_a_glob(tmp_path, capsys):
+    from lora_trace.scenarios.qwen2_audio import qwen2_audio_config
+
+    path = tmp_path / "config.json"
+    qwen2_audio_config("tiny").to_json_file(path)
+    assert main(["targets", str(path), "--target-modules", "q_proj", "audio_tower.*.self_attn.q_proj"]) == 0
+    out = capsys.readouterr().out
+    assert "no wildcard" in out and r"audio_tower\..*\.self_attn\.q_proj" in out
+    assert main(["targets", str(tmp_path / "missing.json"), "--target-modules", "q_proj"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..findings import Code, Diagnosis, Finding, Severity, order_findings
+from ..messages import text
 from ..records import Trace
 from .config import check_config
 from .facts import Facts
@@ -28,7 +29,9 @@ def _fold(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
     if consequence is None or len(errors) == 1:
         return findings
     root = errors[0]
-    folded = dataclasses.replace(root, message=root.message + " As a consequence the loss has no grad_fn.",
+    extra = text("folded-loss")
+    translations = {lang: {**t, "message": t["message"] + extra[lang]} for lang, t in root.translations.items()}
+    folded = dataclasses.replace(root, message=root.message + extra["en"], translations=translations,
                                  evidence={**root.evidence, "loss_has_grad_fn": False})
     return tuple(folded if f is root else f for f in findings if f is not consequence)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity
+from ..findings import Code, Finding, Severity, make_finding
+from ..messages import text
 from .facts import Facts, names
 
 
@@ -10,38 +11,36 @@ def check_gradients(facts: Facts) -> list[Finding]:
     trace = facts.trace
     findings: list[Finding] = []
     if trace.losses and not any(loss.has_grad_fn for loss in trace.losses):
-        findings.append(Finding(
-            Code.LOSS_NO_GRAD.value, Severity.ERROR.value,
-            "The loss has no grad_fn: nothing it was computed from requires grad, so backward cannot reach "
-            "any LoRA parameter.",
-            "Find where the loss's inputs lose their graph (no_grad, detach, frozen parameters); "
-            "lora_trace.diagnose() names the line.",
+        findings.append(make_finding(
+            Code.LOSS_NO_GRAD, Severity.ERROR, text("loss-no-grad"), text("loss-no-grad.fix"),
             evidence={"loss_sources": sorted({loss.source for loss in trace.losses})},
         ))
     nonfinite = sorted(a.param for a in trace.arrivals if a.finite is False)
     if nonfinite:
-        modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for p in nonfinite}))
-        findings.append(Finding(
-            Code.NONFINITE_GRAD.value, Severity.ERROR.value,
-            f"{len(nonfinite)} LoRA parameters got NaN/Inf gradients ({names(modules)}).",
-            "Lower the learning rate, check the loss for log(0) or division by zero, or use a GradScaler.",
-            modules, tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites})),
+        modules = _modules_of(nonfinite)
+        findings.append(make_finding(
+            Code.NONFINITE_GRAD, Severity.ERROR, text("nonfinite-grad", params=len(nonfinite), modules=names(modules)),
+            text("nonfinite-grad.fix"), modules=modules, regions=_regions(facts, modules),
         ))
     findings.extend(_zero_at_init(facts))
     if trace.optimizer is not None:
         missing = sorted(facts.trainable - set(trace.optimizer.params))
         if missing:
-            modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for p in missing}))
-            findings.append(Finding(
-                Code.NOT_IN_OPTIMIZER.value, Severity.ERROR.value,
-                f"{len(missing)} trainable LoRA parameters are in no optimizer param group: they get gradients "
-                "but nothing updates them (an optimizer built before get_peft_model?).",
-                "Build the optimizer after get_peft_model: "
-                "`optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=...)`.",
-                modules, tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites})),
+            modules = _modules_of(missing)
+            findings.append(make_finding(
+                Code.NOT_IN_OPTIMIZER, Severity.ERROR, text("not-in-optimizer", params=len(missing)),
+                text("not-in-optimizer.fix"), modules=modules, regions=_regions(facts, modules),
                 evidence={"missing_params": len(missing)},
             ))
     return findings
+
+
+def _modules_of(params: list[str]) -> tuple[str, ...]:
+    return tuple(sorted({p.rsplit(".lora_", 1)[0] for p in params}))
+
+
+def _regions(facts: Facts, modules: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites}))
 
 
 def _zero_at_init(facts: Facts) -> list[Finding]:
@@ -49,9 +48,8 @@ def _zero_at_init(facts: Facts) -> list[Finding]:
     arrivals = {a.param: a for a in facts.trace.arrivals}
     modules = []
     for site in facts.trace.sites:
-        a_params = [p for p in site.params if p.role in ("lora_A", "lora_embedding_A")]
         b_params = {p.adapter: p for p in site.params if p.role in ("lora_B", "lora_embedding_B")}
-        for a in a_params:
+        for a in (p for p in site.params if p.role in ("lora_A", "lora_embedding_A")):
             b = b_params.get(a.adapter)
             got_a, got_b = arrivals.get(a.name), arrivals.get(b.name) if b else None
             if b and b.all_zero and got_a and got_a.zero and got_b and got_b.zero is False:
@@ -59,10 +57,6 @@ def _zero_at_init(facts: Facts) -> list[Finding]:
                 break
     if not modules:
         return []
-    return [Finding(
-        Code.ZERO_GRAD_AT_INIT.value, Severity.INFO.value,
-        f"{len(modules)} LoRA layers have exactly-zero lora_A gradients because lora_B is still all zero; "
-        "lora_B got a gradient, so lora_A will after the first update. This is normal at initialisation.",
-        "Nothing to fix.",
-        tuple(modules), tuple(sorted({facts.sites[m].region for m in modules})),
-    )]
+    message = text("zero-grad-at-init", layers=len(modules))
+    return [make_finding(Code.ZERO_GRAD_AT_INIT, Severity.INFO, message, text("zero-grad-at-init.fix"),
+                         modules=tuple(modules), regions=_regions(facts, tuple(modules)))]

@@ -3,7 +3,8 @@ checkpointing, a branch off the loss. Each finding explains trainable LoRA param
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity
+from ..findings import Code, Finding, Severity, make_finding
+from ..messages import at, join, place, text
 from ..records import Cut, CutKind, LoraSite
 from ..regions import short_name
 from .facts import Facts, names
@@ -11,13 +12,6 @@ from .facts import Facts, names
 _DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM)
 _CUT_PREFERENCE = [CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.NO_GRAD, CutKind.INFERENCE_MODE,
                    CutKind.TOLIST, CutKind.ITEM]
-_DETACH_FIX = {
-    CutKind.DETACH: "remove the `.detach()` there, so the gradient flows back into the LoRA layers",
-    CutKind.DATA: "use the tensor itself instead of its `.data` there",
-    CutKind.NUMPY: "keep the computation in torch: a NumPy round trip drops the autograd graph",
-    CutKind.TOLIST: "keep the values as a tensor: `.tolist()` drops the autograd graph",
-    CutKind.ITEM: "keep the value as a tensor: `.item()` drops the autograd graph",
-}
 
 
 def check_paths(facts: Facts) -> list[Finding]:
@@ -52,18 +46,17 @@ def check_paths(facts: Facts) -> list[Finding]:
     return [_finding(group["code"], group["sites"], group["cut"], facts) for group in groups.values()]
 
 
-def _bypass_fix(sites: list[LoraSite], facts: Facts) -> str:
+def _bypass_fix(sites: list[LoraSite], facts: Facts) -> dict[str, str]:
     suggestions = [(prefix, regex) for prefix, regex in facts.trace.target_suggestions.items()
                    if any(s.module.startswith(prefix + ".") for s in sites)]
-    fix = "Encode through the part of the model that holds the LoRA (the path the adapter was meant for)"
+    parts = [text("bypassed.fix")]
     if suggestions:
         prefix, regex = suggestions[0]
-        fix += (f", or put LoRA on the layers this step runs: in {short_name(prefix)}, "
-                f"LoraConfig(target_modules=r\"{regex}\"); lora-trace checked with PEFT's matching that it "
-                "selects exactly the linear layers the traced step ran there")
+        parts.append(text("bypassed.fix.regex", model=short_name(prefix), regex=regex))
     elif facts.trace.adaptable_run is None:
-        fix += "; lora_trace.diagnose() proposes a target_modules value checked against this model"
-    return fix + "."
+        parts.append(text("bypassed.fix.deep"))
+    parts.append({"en": ".", "zh": "。"})
+    return join(*parts)
 
 
 def _holds_active(site: LoraSite) -> bool:
@@ -83,42 +76,32 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
     modules = tuple(sorted(s.module for s in sites))
     regions = tuple(sorted({s.region for s in sites}))
     n_params = sum(1 for s in sites for p in s.trainable_params if p in facts.starved)
-    where = f" at {cut.location}" if cut and cut.location else ""
-    count = f"{len(modules)} LoRA layer{'s' if len(modules) != 1 else ''} ({n_params} trainable parameters)"
+    where = at(cut.location if cut else None)
+    what = text("layers", layers=len(modules), plural="s" if len(modules) != 1 else "", params=n_params)
+    common = dict(what=what, regions=names(regions), at=where, detail=cut.detail if cut else "")
     evidence: dict = {"starved_params": n_params}
     if code is Code.GRAD_DISABLED:
         mode = "inference_mode" if cut and cut.kind is CutKind.INFERENCE_MODE else "no_grad"
-        what = "fed a path that ran under" if cut is not None and cut.downstream else "ran under"
-        message = (f"{count} in {names(regions)} {what} torch.{mode}(){where}, so autograd recorded nothing "
-                   "for them and they got no gradient.")
-        fix = (f"Run the training forward with grad enabled: replace the `with torch.{mode}():`{where} by "
-               "`with torch.set_grad_enabled(self.training):`, or keep no_grad for evaluation code only.")
+        key = "grad-disabled.fed" if cut is not None and cut.downstream else "grad-disabled.ran"
+        message = text(key, mode=mode, **common)
+        fix = text("grad-disabled.fix", mode=mode, place=place(cut.location if cut else None))
     elif code is Code.DETACHED:
-        message = (f"{count} in {names(regions)} ran with grad enabled, but the path to the loss is cut by "
-                   f"{cut.detail if cut else 'a detaching call'}{where}; no gradient came back.")
-        fix = (_DETACH_FIX[cut.kind] if cut else "remove the detaching call") + "."
+        kind = cut.kind.value if cut and cut.kind in _DETACHING else "detach"
+        message, fix = text("detached", **common), text(f"detached.fix.{kind}")
     elif code is Code.CHECKPOINT_NO_GRAD:
-        message = (f"{count} in {names(regions)} sit inside reentrant activation checkpointing whose inputs "
-                   f"do not require grad ({cut.detail if cut else ''}): the checkpointed block's output does "
-                   "not require grad, so backward never re-runs it and its LoRA gets no gradient.")
-        fix = ("Call `model.enable_input_require_grads()` before training, or use non-reentrant checkpointing: "
-               "`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})`.")
+        message, fix = text("checkpoint", **common), text("checkpoint.fix")
     elif code is Code.LORA_BYPASSED:
         traversed = facts.traversed_regions
         evidence.update(regions_traversed=list(traversed), regions_holding=list(regions))
         if cut is not None:
-            message = (f"{count} in {names(regions)} never ran: their base weight was used directly "
-                       f"({cut.detail}){where}, around the LoRA wrapper.")
-            fix = "Call the module itself (`layer(x)`) instead of using its `.weight` directly."
+            message, fix = text("bypassed.direct", **common), text("bypassed.direct.fix")
         else:
-            message = (f"{count} in {names(regions)} never ran in this step, so their trainable LoRA got no "
-                       f"gradient. The step went through {names(traversed, 6) or 'no region holding LoRA'}.")
+            message = text("bypassed", traversed=names(traversed, 6) or "-", **common)
             fix = _bypass_fix(sites, facts)
     else:
-        message = (f"{count} in {names(regions)} ran with grad enabled, but their output never reaches the "
-                   "loss, so they got no gradient.")
+        message = text("off-path", **common)
         if not facts.trace.deep:
-            message += " Re-run with trace(..., deep=True) or lora_trace.diagnose() to find a detaching line."
-        fix = "Make the loss depend on these layers' output, or take LoRA off layers whose output is unused."
-    return Finding(code.value, Severity.ERROR.value, message, fix, modules, regions,
-                   cut.location if cut else None, cut.stack if cut else (), evidence)
+            message = join(message, text("off-path.deep"))
+        fix = text("off-path.fix")
+    return make_finding(code, Severity.ERROR, message, fix, modules=modules, regions=regions,
+                        location=cut.location if cut else None, stack=cut.stack if cut else (), evidence=evidence)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity
+from ..findings import Code, Finding, Severity, make_finding
+from ..messages import join, text
 from ..regions import region_of, short_name
 from .facts import Facts
 
@@ -18,23 +19,18 @@ def check_targets(facts: Facts) -> list[Finding]:
             continue
         nothing = all(not r.matched for r in rows)
         table = "; ".join(f"{r.entry!r} -> {len(r.matched)}" for r in rows)
-        notes = [f"{r.entry!r}: {r.note}." for r in empty if r.note]
-        message = (f"{len(empty)} target_modules entr{'y' if len(empty) == 1 else 'ies'} of adapter {adapter!r} in "
-                   f"{short_name(prefix) or 'the model'} matched no module ({table})."
-                   + (" Nothing matched at all." if nothing else " PEFT silently ignores them beside valid ones.")
-                   + ("" if not notes else " " + " ".join(notes)))
+        message = join(
+            text("target-unmatched", count=len(empty), ies="y" if len(empty) == 1 else "ies", adapter=adapter,
+                 model=short_name(prefix) or "the model", table=table),
+            text("target-unmatched.all" if nothing else "target-unmatched.some"),
+            *[text("target-unmatched.glob", entry=repr(r.entry)) for r in empty if r.note],
+        )
         proposals = [r.proposal for r in empty if r.proposal]
-        fix = ("Use PEFT's forms: a list of exact names or name suffixes (`q_proj`), or one regex string that "
-               "is fullmatched against the whole module name")
-        if proposals:
-            fix += (f'. This regex keeps your other entries and does what the pattern meant; lora-trace checked it '
-                    f'with PEFT\'s matching: target_modules=r"{proposals[0]}".')
-        else:
-            fix += "; `lora-trace targets` shows what each entry matches."
-        matched_regions = sorted({region_of(m) for r in rows for m in r.matched})
-        findings.append(Finding(
-            Code.TARGET_UNMATCHED.value, (Severity.ERROR if nothing else Severity.WARNING).value, message, fix,
-            (), tuple(matched_regions),
+        tail = text("target-unmatched.fix.regex", regex=proposals[0]) if proposals else text("target-unmatched.fix.cli")
+        findings.append(make_finding(
+            Code.TARGET_UNMATCHED, Severity.ERROR if nothing else Severity.WARNING, message,
+            join(text("target-unmatched.fix"), tail),
+            regions=tuple(sorted({region_of(m) for r in rows for m in r.matched})),
             evidence={"entries": {r.entry: len(r.matched) for r in rows}, "peft_model": prefix, "adapter": adapter},
         ))
     return findings

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..findings import Code, Finding, Severity
+from ..findings import Code, Finding, Severity, make_finding
+from ..messages import text
 from .facts import Facts, names
 
 
@@ -13,13 +14,10 @@ def check_updates(facts: Facts) -> list[Finding]:
     findings = []
     if trace.labels_all_ignored:
         loss = next((x.value for x in trace.losses if x.value is not None), None)
-        findings.append(Finding(
-            Code.NO_SUPERVISED_TOKENS.value, Severity.ERROR.value,
-            "Every label in the batch equals the ignore index -100: no token is supervised, so the loss is "
-            f"{'NaN' if loss is not None and math.isnan(loss) else 'empty'} and the gradients carry nothing.",
-            "Check the collator / label masking: prompt masking that also masks the answer, truncation that cuts "
-            "every answer, or padding labelled -100 everywhere.",
-            evidence={"loss": loss},
+        shown = "NaN" if loss is not None and math.isnan(loss) else "undefined"
+        findings.append(make_finding(
+            Code.NO_SUPERVISED_TOKENS, Severity.ERROR, text("no-supervised-tokens", loss=shown),
+            text("no-supervised-tokens.fix"), evidence={"loss": loss},
         ))
     optimizer = trace.optimizer
     if optimizer is None or optimizer.updated is None or trace.optimizer_steps == 0:
@@ -31,13 +29,12 @@ def check_updates(facts: Facts) -> list[Finding]:
     if stale:
         modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for p in stale}))
         zero_lr = any(lr == 0 for lr in optimizer.lrs)
-        why = "a learning rate of 0" if zero_lr else "a skipped step (a GradScaler that found inf/NaN?)"
-        findings.append(Finding(
-            Code.NOT_UPDATED.value, Severity.ERROR.value,
-            f"{len(stale)} LoRA parameters got non-zero gradients and sit in the optimizer, but their values did "
-            f"not change over the step ({names(modules)}): {why}. Learning rates: {list(optimizer.lrs)}.",
-            "Check the learning-rate schedule (warm-up starting at 0), and the GradScaler's scale and inf checks.",
-            modules, tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites})),
+        why = text("why.lr-zero" if zero_lr else "why.skipped")
+        findings.append(make_finding(
+            Code.NOT_UPDATED, Severity.ERROR,
+            text("not-updated", params=len(stale), modules=names(modules), why=why, lrs=list(optimizer.lrs)),
+            text("not-updated.fix"), modules=modules,
+            regions=tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites})),
             evidence={"stale_params": len(stale), "lrs": list(optimizer.lrs), "steps": trace.optimizer_steps},
         ))
     return findings

@@ -76,9 +76,11 @@ def quiet_transformers() -> Iterator[None]:
         yield
 
 
-def _qwen2_audio(size: Size) -> nn.Module:
-    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+def qwen2_audio_config(size: str | Size = "qwen2-audio-7b") -> object:
+    """The Qwen2AudioConfig of a size (architectures set, so `lora-trace targets` builds the right class)."""
+    from transformers import Qwen2AudioConfig
 
+    size = SIZES[size] if isinstance(size, str) else size
     config = Qwen2AudioConfig(
         audio_config=dict(
             d_model=size.audio_dim, encoder_layers=size.audio_layers, encoder_attention_heads=size.audio_heads,
@@ -89,9 +91,16 @@ def _qwen2_audio(size: Size) -> nn.Module:
             num_key_value_heads=size.text_kv_heads, intermediate_size=size.text_ffn, vocab_size=size.vocab,
         ),
         audio_token_index=AUDIO_TOKEN,
+        architectures=["Qwen2AudioForConditionalGeneration"],
     )
     config._attn_implementation = "eager"
-    return Qwen2AudioForConditionalGeneration(config)
+    return config
+
+
+def _qwen2_audio(size: Size) -> nn.Module:
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    return Qwen2AudioForConditionalGeneration(qwen2_audio_config(size))
 
 
 def _qwen2_text(device: str) -> nn.Module:

@@ -1,0 +1,85 @@
+"""`lora-trace targets`: what a target_modules value would select, on a model built from its config.json
+on the meta device (no weights, seconds even at 7B), with PEFT's own matching."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import InvalidModelError
+from .records import TargetEntry
+from .regions import region_of
+from .targets import candidate_modules, entry_table, matches
+
+
+def model_from_config(path: str) -> nn.Module:
+    """The class named by `architectures[0]` (else the Auto class for the config), built on meta."""
+    import transformers
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise InvalidModelError(f"cannot read the model config {path!r}: {error}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise InvalidModelError(f"{path!r} has no \"model_type\": pass a transformers config.json")
+    config = transformers.AutoConfig.for_model(**data)
+    architecture = (data.get("architectures") or [None])[0]
+    model_class = getattr(transformers, architecture, None) if architecture else None
+    with torch.device("meta"):
+        if model_class is not None:
+            return model_class(config)
+        return transformers.AutoModel.from_config(config)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    model_class: str
+    entries: tuple[TargetEntry, ...]
+    selected: tuple[str, ...]
+    params_per_module: int
+
+    def by_region(self) -> dict[str, int]:
+        return dict(sorted(Counter(region_of(name) for name in self.selected).items()))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model_class": self.model_class,
+            "modules": len(self.selected),
+            "params": len(self.selected) * self.params_per_module,
+            "regions": {r: {"modules": n, "params": n * self.params_per_module} for r, n in self.by_region().items()},
+            "entries": [{"entry": e.entry, "modules": len(e.matched), "note": e.note, "proposal": e.proposal}
+                        for e in self.entries],
+        }
+
+
+def coverage(model: nn.Module, *, target_modules: list[str] | str, exclude_modules: str | list[str] | None = None,
+             use_dora: bool = False) -> Coverage:
+    from peft import LoraConfig
+
+    config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules)
+    modules = candidate_modules(model)
+    selected = tuple(matches(config, modules))
+    return Coverage(type(model).__name__, entry_table(config, modules), selected, 3 if use_dora else 2)
+
+
+def format_coverage(result: Coverage, source: str) -> str:
+    lines = [f"{result.model_class} from {os.path.basename(source)} (meta device, PEFT's matching)", ""]
+    lines.append(f"  {'target_modules entry':48s} {'modules':>8s}")
+    for entry in result.entries:
+        lines.append(f"  {entry.entry:48s} {len(entry.matched):8d}")
+        if entry.note:
+            lines.append(f"      ! {entry.note}")
+        if entry.proposal:
+            lines.append(f"      checked regex for the whole config: r\"{entry.proposal}\"")
+    per = result.params_per_module
+    lines += ["", f"Selected: {len(result.selected)} modules, {len(result.selected) * per} LoRA parameters", ""]
+    lines.append(f"  {'region':48s} {'modules':>8s} {'params':>8s}")
+    for region, count in result.by_region().items():
+        lines.append(f"  {region:48s} {count:8d} {count * per:8d}")
+    return "\n".join(lines)
