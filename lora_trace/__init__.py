@@ -27,12 +27,14 @@ from .serialize import load
 __version__ = "0.1.0"
 
 
-def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str | None = None) -> Tracer:
+def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str | None = None,
+          scaler: Any = None) -> Tracer:
     """Observe the training steps run inside the `with` block; read `.diagnosis` after it.
 
     deep=True also watches detaching calls and direct weight uses, to point at the line that cuts a path.
+    Pass the optimizer (and an AMP GradScaler) to have updates checked too.
     """
-    return Tracer(model, optimizer=optimizer, deep=deep, label=label)
+    return Tracer(model, optimizer=optimizer, deep=deep, label=label, scaler=scaler)
 
 
 __all__ = [

@@ -59,6 +59,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         adaptable_run=None if tracer._adaptable_run is None else tuple(tracer._adaptable_run),
         target_suggestions=_target_suggestions(tracer, found),
         optimizer_steps=tracer._optimizer_steps,
+        scaler_skipped=_scaler_skipped(tracer),
         labels_all_ignored=tracer._labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         notes=tuple(notes),
@@ -129,6 +130,13 @@ def _optimizer_info(tracer: Any, found: Any) -> OptimizerInfo | None:
             updated = tuple(sorted(n for n, before in tracer._before_step.items()
                                    if not torch.equal(before, current[n].detach())))
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated)
+
+
+def _scaler_skipped(tracer: Any) -> bool | None:
+    """A GradScaler lowers its scale exactly when it found inf/NaN and skipped optimizer.step()."""
+    if tracer._scaler is None or tracer._scale_at_start is None:
+        return None
+    return bool(tracer._scaler.get_scale() < tracer._scale_at_start)
 
 
 def _target_suggestions(tracer: Any, found: Any) -> dict[str, str]:

@@ -69,16 +69,20 @@ def diagnose(
     try:
         for param in root.parameters():
             param.grad = None  # clean evidence: which parameters this step reaches
-        with Tracer(model, optimizer=optimizer, deep=True, label=label) as tracer:
+        with Tracer(model, optimizer=optimizer, deep=True, label=label, scaler=scaler) as tracer:
             loss = find_loss(step(model))
             if not loss.requires_grad:
                 tracer.note_loss(loss)
             else:
                 if loss.numel() != 1:
                     loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
-                loss.backward()
+                (scaler.scale(loss) if scaler is not None else loss).backward()
                 if optimizer is not None and loss.device.type != "meta":
-                    optimizer.step()
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
         return tracer.diagnosis
     finally:
         saved.restore()

@@ -183,6 +183,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                     "zh": "{params} 个 LoRA 参数得到了非零梯度且在优化器中，但这一步之后数值没有变化（{modules}）："
                           "{why}。学习率：{lrs}。"},
     "why.lr-zero": {"en": "a learning rate of 0", "zh": "学习率为 0"},
+    "why.scaler": {"en": "the GradScaler found inf/NaN in the scaled gradients and skipped optimizer.step() (normal now and then while the scale calibrates; a problem when every step skips)",
+                   "zh": "GradScaler 在缩放后的梯度中发现 inf/NaN，跳过了 optimizer.step()（缩放系数校准期间偶尔发生是正常的；每一步都跳过则有问题）"},
     "why.skipped": {"en": "a skipped step (a GradScaler that found inf/NaN?)",
                     "zh": "优化步被跳过（GradScaler 发现了 inf/NaN？）"},
     "not-updated.fix": {"en": "Check the learning-rate schedule (warm-up starting at 0), and the GradScaler's scale "

@@ -59,9 +59,10 @@ class Tracer:
     """`with lora_trace.trace(model) as t: ...` then `t.diagnosis`. One tracer per model at a time."""
 
     def __init__(self, model: object, *, optimizer: torch.optim.Optimizer | None = None, deep: bool = False,
-                 label: str | None = None) -> None:
+                 label: str | None = None, scaler: Any = None) -> None:
         self._root = unwrap(model)
         self._optimizer = optimizer
+        self._scaler = scaler
         self._deep = deep
         self._label = label
         self._handles = HandleGroup()
@@ -101,6 +102,7 @@ class Tracer:
         self._norms: dict[str, list[Any]] = {}
         self._eval_modules = _eval_modules(self._root, found)
         self._before_step = self._snapshot_optimized()
+        self._scale_at_start = self._scaler.get_scale() if self._scaler is not None else None
         self._watch: PathWatch | None = None
         for name, layer in found.lora.items():
             self._handles.keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))

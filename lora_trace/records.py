@@ -159,6 +159,7 @@ class Trace:
     adaptable_run: tuple[str, ...] | None = None  # deep mode: modules LoRA could adapt that ran with grad on
     target_suggestions: dict[str, str] = field(default_factory=dict)  # tuner prefix -> checked target regex
     optimizer_steps: int = 0  # optimizer.step() calls seen in the block
+    scaler_skipped: bool | None = None  # a GradScaler given to the tracer skipped a step (None: no scaler)
     labels_all_ignored: bool | None = None  # every label of the model's `labels` input equals -100
     error: str | None = None  # the exception type and message when the traced block raised
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py

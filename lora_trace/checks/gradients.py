@@ -16,7 +16,7 @@ def check_gradients(facts: Facts) -> list[Finding]:
             evidence={"loss_sources": sorted({loss.source for loss in trace.losses})},
         ))
     nonfinite = sorted(a.param for a in trace.arrivals if a.finite is False)
-    if nonfinite:
+    if nonfinite and not trace.scaler_skipped:  # scaled gradients that overflowed: the skip is the finding
         modules = _modules_of(nonfinite)
         findings.append(make_finding(
             Code.NONFINITE_GRAD, Severity.ERROR, text("nonfinite-grad", params=len(nonfinite), modules=names(modules)),

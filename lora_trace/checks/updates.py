@@ -20,7 +20,7 @@ def check_updates(facts: Facts) -> list[Finding]:
             text("no-supervised-tokens.fix"), evidence={"loss": loss},
         ))
     optimizer = trace.optimizer
-    if optimizer is None or optimizer.updated is None or trace.optimizer_steps == 0:
+    if optimizer is None or optimizer.updated is None or not (trace.optimizer_steps or trace.scaler_skipped):
         return findings
     arrivals = {a.param: a for a in trace.arrivals}
     held = set(optimizer.params)
@@ -29,7 +29,7 @@ def check_updates(facts: Facts) -> list[Finding]:
     if stale:
         modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for p in stale}))
         zero_lr = any(lr == 0 for lr in optimizer.lrs)
-        why = text("why.lr-zero" if zero_lr else "why.skipped")
+        why = text("why.scaler" if trace.scaler_skipped else "why.lr-zero" if zero_lr else "why.skipped")
         findings.append(make_finding(
             Code.NOT_UPDATED, Severity.ERROR,
             text("not-updated", params=len(stale), modules=names(modules), why=why, lrs=list(optimizer.lrs)),

@@ -55,6 +55,7 @@ class Scenario:
     truth: Truth
     knobs: dict[str, Any] = field(default_factory=dict)
     batch: Any = None  # what `step` feeds the model, for code that calls the model's parts itself
+    scaler: Any = None  # an AMP GradScaler the training loop uses, if any
 
 
 def marked_line(function: Callable[..., Any], marker: str) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from .qwen2_audio import quiet_transformers
 
 CAUSAL_FAULTS = (
     "none", "not-in-optimizer", "lr-zero", "nonfinite", "all-ignored", "not-active", "merged", "scaled-zero",
-    "merge-and-unload", "loaded-frozen", "glob-target", "eval", "disabled",
+    "merge-and-unload", "loaded-frozen", "glob-target", "eval", "disabled", "scaler-skip",
 )
 _VOCAB, _HIDDEN, _LAYERS = 64, 32, 2
 
@@ -82,10 +82,11 @@ def causal_lm(*, fault: str = "none", seed: int = 0) -> Scenario:
         return m(**batch).loss
 
     expected = _expected(fault)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127) if fault == "scaler-skip" else None  # overflows
     lora_params = frozenset(n for n, _ in model.named_parameters() if ".lora_" in n)
     return Scenario(f"causal_lm[{fault}]", model, step, optimizer,
                     Truth(lora_params, _grad_params(fault, lora_params), frozenset(), tuple(expected)),
-                    {"fault": fault, "seed": seed}, batch)
+                    {"fault": fault, "seed": seed}, batch, scaler)
 
 
 def _grad_params(fault: str, lora_params: frozenset[str]) -> frozenset[str]:
@@ -100,6 +101,7 @@ def _expected(fault: str) -> list[ExpectedFinding]:
     codes = {
         "not-in-optimizer": [("not-in-optimizer", "error")],
         "lr-zero": [("not-updated", "error")],
+        "scaler-skip": [("not-updated", "error")],
         "nonfinite": [("nonfinite-grad", "error")],
         "all-ignored": [("no-supervised-tokens", "error")],
         "not-active": [("adapter-inactive", "error")],

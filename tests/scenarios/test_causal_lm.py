@@ -22,7 +22,8 @@ def test_truth_matches_a_real_backward(fault):
 @pytest.mark.parametrize("fault", CAUSAL_FAULTS)
 def test_each_fault_is_diagnosed_with_its_code(fault):
     scenario = causal_lm(fault=fault)
-    diagnosis = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer)
+    diagnosis = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer,
+                                    scaler=scenario.scaler)
     got = [(f.code, f.severity) for f in diagnosis.findings if f.severity != "info"]
     assert got == [(e.code, e.severity) for e in scenario.truth.findings], diagnosis.report()
     assert diagnosis.ok == (scenario.truth.error_codes == ())
@@ -53,3 +54,13 @@ def test_the_inactive_adapter_is_named():
     scenario = causal_lm(fault="not-active")
     finding = lora_trace.diagnose(scenario.model, scenario.step).findings[0]
     assert "default trainable; active: other" in finding.message
+
+
+def test_a_skipping_grad_scaler_is_named_and_its_state_restored():
+    scenario = causal_lm(fault="scaler-skip")
+    scale = scenario.scaler.get_scale()
+    diagnosis = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer,
+                                    scaler=scenario.scaler)
+    assert diagnosis.codes("error") == ("not-updated",)
+    assert "GradScaler" in diagnosis.findings[0].message and diagnosis.trace.scaler_skipped
+    assert scenario.scaler.get_scale() == scale
