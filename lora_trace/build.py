@@ -35,6 +35,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
     arrivals = _arrivals(tracer._norms)
     if any(a.norm is None for a in arrivals):
         notes.append("note.meta")
+    region_calls, loss_fed_by = tracer._flow.records(roots)
     cuts = _grad_off_cuts(tracer, found) + (_watch_cuts(tracer._watch, found) if tracer._watch else [])
     if not tracer._deep:
         notes.append("note.default-mode")
@@ -60,6 +61,8 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         target_suggestions=_target_suggestions(tracer, found),
         optimizer_steps=tracer._optimizer_steps,
         scaler_skipped=_scaler_skipped(tracer),
+        region_calls=region_calls,
+        loss_fed_by=loss_fed_by,
         labels_all_ignored=tracer._labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         notes=tuple(notes),

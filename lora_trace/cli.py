@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run", metavar="RUN.json")
     show.add_argument("--json", action="store_true", help="print the findings as JSON")
     show.add_argument("--lang", choices=("en", "zh"), default="en", help="report language")
+    render = verbs.add_parser("render", help="draw the encoding path of a saved run (.svg/.png/.pdf/.dot)")
+    render.add_argument("run", metavar="RUN.json")
+    render.add_argument("-o", "--output", required=True, metavar="GRAPH")
+    render.add_argument("--expand", action="store_true", help="one node per LoRA layer, no collapsed blocks")
+    report = verbs.add_parser("report", help="write one self-contained HTML page for a saved run")
+    report.add_argument("run", metavar="RUN.json")
+    report.add_argument("-o", "--output", required=True, metavar="REPORT.html")
+    report.add_argument("--lang", choices=("en", "zh"), default="en")
+    report.add_argument("--expand", action="store_true")
     targets = verbs.add_parser("targets", help="what target_modules selects, on a model built from config.json")
     targets.add_argument("config", metavar="CONFIG.json")
     group = targets.add_mutually_exclusive_group(required=True)
@@ -42,6 +51,21 @@ def _show(args: argparse.Namespace) -> int:
     else:
         print(diagnosis.report(lang=args.lang, color=_color(sys.stdout)))
     return 0 if diagnosis.ok else 1
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .serialize import load
+
+    print(f"wrote {load(args.run).render(args.output, expand=args.expand)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report_html import write_html
+    from .serialize import load
+
+    print(f"wrote {write_html(load(args.run), args.output, lang=args.lang, expand=args.expand)}")
+    return 0
 
 
 def _targets(args: argparse.Namespace) -> int:
@@ -74,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(args)
         if args.verb == "targets":
             return _targets(args)
+        if args.verb == "render":
+            return _render(args)
+        if args.verb == "report":
+            return _report(args)
     except LoraTraceError as error:
         print(f"lora-trace: {error}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ Qwen2-Audio-7B dimensions are built on the meta device (path and counts, no valu
 from __future__ import annotations
 
 import os
-from typing import TextIO
+from typing import Any, TextIO
 
 from .diagnose import diagnose
 from .scenarios import contrastive_qwen2_audio, measure_gradients
@@ -56,9 +56,23 @@ def run_demo(*, fixed: bool, out: str | None, stream: TextIO, lang: str = "en", 
         say("  (the full forward calls .item() and cannot run on meta; the tiny run above checks the path)")
 
     if out:
-        os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, "run.json")
-        diagnosis.save(path)
-        say("")
-        say(f"Wrote {path}")
+        _write_artefacts(diagnosis, out, lang, say)
     return 0
+
+
+def _write_artefacts(diagnosis: Any, out: str, lang: str, say: Any) -> None:
+    """run.json, graph.svg (graph.dot without graphviz) and report.html."""
+    from .errors import GraphvizMissingError
+    from .report_html import write_html
+
+    os.makedirs(out, exist_ok=True)
+    written = [os.path.join(out, "run.json")]
+    diagnosis.save(written[0])
+    try:
+        written.append(diagnosis.render(os.path.join(out, "graph.svg")))
+    except GraphvizMissingError as error:
+        say(f"lora-trace: {error}")
+        written.append(os.path.join(out, "graph.dot"))
+    written.append(write_html(diagnosis, os.path.join(out, "report.html"), lang=lang))
+    say("")
+    say("Wrote " + ", ".join(written))

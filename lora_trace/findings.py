@@ -125,6 +125,12 @@ class Diagnosis:
 
         save_diagnosis(self, path)
 
+    def render(self, path: str, *, expand: bool = False) -> str:
+        """Draw the encoding path: .svg / .png / .pdf / .dot by suffix (needs graphviz's `dot` for images)."""
+        from .render import render
+
+        return render(self, path, expand=expand)
+
     def to_dict(self) -> dict[str, Any]:
         from .serialize import diagnosis_to_dict
 

@@ -20,6 +20,7 @@ from .discovery import Discovery, adapter_active, clean_name, discover, unwrap
 from .errors import TraceStateError
 from .losses import describe_loss, scalar_candidate
 from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
+from .regionflow import RegionFlow
 from .watch import PathWatch
 
 _TRACED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models being traced right now
@@ -108,8 +109,12 @@ class Tracer:
             self._handles.keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             self._handles.keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True,
                                                            always_call=True))
+        self._flow = RegionFlow()
         for region, module in found.regions.items():
             self._handles.keep(module.register_forward_pre_hook(self._region_hook(region)))
+            self._handles.keep(module.register_forward_pre_hook(self._flow.pre_hook(region), with_kwargs=True))
+            self._handles.keep(module.register_forward_hook(self._flow.post_hook(region), with_kwargs=True,
+                                                            always_call=True))
         self._handles.keep(self._root.register_forward_hook(self._root_hook))
         self._handles.keep(self._root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
         self._labels_all_ignored: bool | None = None

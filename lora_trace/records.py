@@ -125,6 +125,19 @@ class OptimizerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RegionCall:
+    """One call of a region's root module: nesting, grad mode, and which region calls fed it."""
+
+    seq: int
+    region: str
+    parent: int | None  # the region call it ran inside
+    grad_enabled: bool
+    leaf: bool  # no region call ran inside it: what the graph draws
+    fed_by: tuple[int, ...] = ()  # seqs of the region calls whose outputs reached its inputs
+    inferred: bool = False  # fed_by taken from call order (its input had no autograd graph), not from autograd
+
+
+@dataclass(frozen=True, slots=True)
 class TargetEntry:
     """One target_modules entry of one adapter, and what PEFT's matching selects with it."""
 
@@ -161,5 +174,7 @@ class Trace:
     optimizer_steps: int = 0  # optimizer.step() calls seen in the block
     scaler_skipped: bool | None = None  # a GradScaler given to the tracer skipped a step (None: no scaler)
     labels_all_ignored: bool | None = None  # every label of the model's `labels` input equals -100
+    region_calls: tuple[RegionCall, ...] = ()
+    loss_fed_by: tuple[int, ...] = ()  # region calls whose outputs the loss is computed from, nearest first
     error: str | None = None  # the exception type and message when the traced block raised
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py

@@ -14,6 +14,16 @@ def _quiet_expected_torch_warnings():
         yield
 
 
+def pytest_configure(config):
+    """In CI the browser and graphviz tests must run, not skip: `make test` installs both with apt-get."""
+    import os
+    import shutil
+
+    missing = [tool for tool in ("dot", "chromium") if shutil.which(tool) is None]
+    if os.environ.get("CI") and missing:
+        raise pytest.UsageError(f"CI needs {', '.join(missing)}: run the tests with `make test`, which installs them")
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite the golden files from current output")
 

@@ -1,0 +1,125 @@
+"""One self-contained HTML page for a run: the verdict, the step-by-step report, the graph (inline SVG),
+a table of LoRA layers and a chart of gradient norms. No script, no network fetch; every name and message
+is escaped, since module names are user data. Torch-free."""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from typing import Any
+
+from .checks.facts import Facts
+from .graph import build_graph, lora_state
+from .regions import short_name
+from .render import to_dot
+
+_STATE_COLOR = {"grad": "#2e7d32", "severed": "#c62828", "never": "#9e9e9e", "frozen": "#ef6c00"}
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#212121;max-width:1400px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #e0e0e0}
+.verdict{padding:10px 14px;border-radius:6px;font-weight:600;margin:12px 0}
+.bad{background:#fdecea;color:#b71c1c} .good{background:#e8f5e9;color:#1b5e20}
+pre{background:#fafafa;border:1px solid #eee;padding:12px;overflow-x:auto;font-size:12.5px;line-height:1.35}
+table{border-collapse:collapse;font-size:12.5px} td,th{border-bottom:1px solid #eee;padding:3px 8px;text-align:left}
+th{background:#f5f5f5} .finding{margin:8px 0;padding:8px 12px;border-left:4px solid #9e9e9e;background:#fafafa}
+.error{border-color:#c62828} .warning{border-color:#ef6c00} .info{border-color:#1565c0}
+.code{font-family:ui-monospace,Menlo,Consolas,monospace;font-weight:600} .graph svg{max-width:100%;height:auto}
+"""
+
+
+def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> str:
+    trace = diagnosis.trace
+    esc = html.escape
+    title = f"lora-trace: {trace.model_class}" + (f" [{trace.label}]" if trace.label else "")
+    verdict = ("No error: every trainable LoRA parameter is on the gradient path." if diagnosis.ok else
+               f"{len(diagnosis.codes('error'))} error finding(s); root cause: {diagnosis.root_cause.code}")
+    parts = [
+        "<!DOCTYPE html>", f'<html lang="{esc(lang)}"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f'<div class="verdict {"good" if diagnosis.ok else "bad"}">{esc(verdict)}</div>',
+        "<h2>Findings</h2>", *[_finding(f, lang) for f in diagnosis.findings],
+        "<h2>Encoding path</h2>", f'<div class="graph">{_graph_svg(diagnosis, expand)}</div>',
+        "<h2>LoRA layers</h2>", _layer_table(diagnosis),
+        "<h2>Gradient norms by layer</h2>", _norm_chart(diagnosis),
+        "<h2>Step-by-step report</h2>", f"<pre>{esc(diagnosis.report(lang=lang))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _finding(finding: Any, lang: str) -> str:
+    esc = html.escape
+    message, fix = finding.text(lang)
+    where = f" <span>at {esc(finding.location)}</span>" if finding.location else ""
+    return (f'<div class="finding {esc(finding.severity)}"><span class="code">{esc(finding.code)}</span> '
+            f"({esc(finding.severity)}){where}<div>{esc(message)}</div><div><b>Fix:</b> {esc(fix)}</div></div>")
+
+
+def _graph_svg(diagnosis: Any, expand: bool) -> str:
+    """The graph as inline SVG; without graphviz's `dot`, the DOT source and how to install it."""
+    dot = to_dot(build_graph(diagnosis, expand=expand))
+    if shutil.which("dot") is None:
+        return ("<p>graphviz's <code>dot</code> is not installed (<code>sudo apt-get install graphviz</code>); "
+                f"the graph in DOT:</p><pre>{html.escape(dot)}</pre>")
+    import graphviz
+
+    svg = graphviz.Source(dot).pipe(format="svg").decode("utf-8")
+    return svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE: inline SVG needs neither
+
+
+def _layer_rows(diagnosis: Any) -> list[tuple[str, str, str, int, float | None]]:
+    facts = Facts(diagnosis.trace)
+    norms = {a.param: a.norm for a in diagnosis.trace.arrivals}
+    rows = []
+    for site in diagnosis.trace.sites:
+        values = [norms[p.name] for p in site.params if norms.get(p.name) is not None]
+        total = math.sqrt(sum(v * v for v in values)) if values and all(math.isfinite(v) for v in values) else (
+            float("nan") if values else None)
+        rows.append((site.module, site.region, lora_state(facts, site.module), len(facts.calls.get(site.module, [])),
+                     total))
+    return rows
+
+
+def _layer_table(diagnosis: Any) -> str:
+    esc = html.escape
+    body = []
+    for module, region, state, calls, norm in _layer_rows(diagnosis):
+        shown = "-" if norm is None else f"{norm:.3e}"
+        body.append(f'<tr><td>{esc(short_name(module))}</td><td>{esc(short_name(region))}</td>'
+                    f'<td style="color:{_STATE_COLOR[state]}">{esc(state)}</td><td>{calls}</td><td>{shown}</td></tr>')
+    return ("<table><tr><th>LoRA layer</th><th>region</th><th>state</th><th>calls</th><th>gradient norm</th></tr>"
+            + "".join(body) + "</table>")
+
+
+def _norm_chart(diagnosis: Any) -> str:
+    """Horizontal bars, log scale, one per LoRA layer: where the gradient is, and where it is not."""
+    rows = _layer_rows(diagnosis)
+    if not rows:
+        return "<p>No LoRA layer.</p>"
+    finite = [n for *_, n in rows if n is not None and math.isfinite(n) and n > 0]
+    top = math.log10(max(finite)) if finite else 0.0
+    bottom = math.log10(min(finite)) - 1 if finite else -1.0
+    height, width = 14, 420
+    bars = []
+    for index, (module, _, state, _, norm) in enumerate(rows):
+        y = index * height
+        if norm is not None and math.isfinite(norm) and norm > 0:
+            length = max(2.0, width * (math.log10(norm) - bottom) / max(top - bottom, 1e-9))
+            caption = f"{norm:.2e}"
+        else:
+            length, caption = 0.0, "no gradient" if norm is None else ("0" if norm == 0 else "non-finite")
+        name = short_name(module)
+        name = name if len(name) <= 62 else "…" + name[-61:]
+        bars.append(f'<text x="375" y="{y + 11}" font-size="10" text-anchor="end">{html.escape(name)}</text>'
+                    f'<rect x="380" y="{y + 2}" width="{length:.1f}" height="10" fill="{_STATE_COLOR[state]}"/>'
+                    f'<text x="{385 + length:.1f}" y="{y + 11}" font-size="10">{caption}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{380 + width + 80}" height="{len(rows) * height + 4}">'
+            + "".join(bars) + "</svg>")
+
+
+def write_html(diagnosis: Any, path: str, *, lang: str = "en", expand: bool = False) -> str:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(render_html(diagnosis, lang=lang, expand=expand))
+    return path

@@ -1,0 +1,64 @@
+"""The HTML report: self-contained, escaped, and rendered by a real headless browser."""
+
+import pathlib
+import re
+
+import pytest
+
+import lora_trace
+from lora_trace.report_html import render_html, write_html
+
+from .browser import chromium, open_page
+from .test_render import EVIL, evil_diagnosis
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+ARTEFACTS = pathlib.Path(__file__).resolve().parents[1] / "test-artifacts"
+needs_browser = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is installed by `make test`")
+
+
+def test_the_page_is_self_contained_and_complete():
+    page = render_html(lora_trace.load(GOLDEN / "demo-broken.run.json"))
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)  # no network fetch
+    assert "<script" not in page
+    for part in ("Findings", "Encoding path", "LoRA layers", "Gradient norms by layer", "Step-by-step report",
+                 "grad-disabled", "<svg"):
+        assert part in page
+    assert page.count("<tr>") == 1 + 24  # header + one row per LoRA layer
+
+
+def test_chinese_page():
+    page = render_html(lora_trace.load(GOLDEN / "demo-broken.run.json"), lang="zh")
+    assert '<html lang="zh">' in page and "根本原因" in page
+
+
+def test_user_names_are_escaped():
+    page = render_html(evil_diagnosis())
+    assert EVIL not in page and "<script>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+
+
+@needs_browser
+@pytest.mark.parametrize("name", ["demo-broken", "demo-fixed"])
+def test_the_page_renders_in_chromium_without_console_errors(tmp_path, name):
+    ARTEFACTS.mkdir(exist_ok=True)
+    page = pathlib.Path(write_html(lora_trace.load(GOLDEN / f"{name}.run.json"), str(tmp_path / "report.html")))
+    screenshot = ARTEFACTS / f"report-{name}.png"
+    dom, console = open_page(page, screenshot)
+    assert console == []
+    assert "Encoding path" in dom and "<svg" in dom and "lora-trace: ContrastiveQwen2AudioModel" in dom
+    assert screenshot.stat().st_size > 20_000  # a real picture of the page, kept as a test artefact
+
+
+@needs_browser
+def test_the_escaped_page_runs_no_script_in_chromium(tmp_path):
+    page = pathlib.Path(write_html(evil_diagnosis(), str(tmp_path / "evil.html")))
+    dom, console = open_page(page)
+    assert console == [] and "<script>alert" not in dom
+
+
+@needs_browser
+def test_the_console_check_can_fail(tmp_path):
+    page = tmp_path / "noisy.html"
+    page.write_text("<html><body><script>console.error('boom')</script>ok</body></html>")
+    _, console = open_page(page)
+    assert any("boom" in line for line in console)
