@@ -18,6 +18,8 @@ def test_demo_reports_the_guides_case_and_writes_the_run(tmp_path, capsys):
     assert "\x1b[" not in out  # not a terminal: no colour
     run = lora_trace.load(tmp_path / "run.json")
     assert run.findings[0].code == "grad-disabled" and run.label == "broken"
+    assert (tmp_path / "graph.svg").read_text().lstrip().startswith("<?xml")
+    assert "grad-disabled" in (tmp_path / "report.html").read_text()
     assert json.loads((tmp_path / "run.json").read_text())["kind"] == "lora-trace.run"
 
 
@@ -73,3 +75,17 @@ def test_targets_explains_a_glob(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "no wildcard" in out and r"audio_tower\..*\.self_attn\.q_proj" in out
     assert main(["targets", str(tmp_path / "missing.json"), "--target-modules", "q_proj"]) == 2
+
+
+def test_render_and_report_verbs(tmp_path, capsys):
+    run = str(GOLDEN / "demo-broken.run.json")
+    assert main(["render", run, "-o", str(tmp_path / "g.dot"), "--expand"]) == 0
+    assert (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert main(["report", run, "-o", str(tmp_path / "r.html"), "--lang", "zh"]) == 0
+    assert "根本原因" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+
+
+def test_render_to_an_unknown_suffix_exits_2(tmp_path, capsys):
+    assert main(["render", str(GOLDEN / "demo-broken.run.json"), "-o", str(tmp_path / "g.gif")]) == 2
+    assert ".svg, .png, .pdf, .dot" in capsys.readouterr().err
