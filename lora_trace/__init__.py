@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .compare import Comparison, compare
 from .diagnose import diagnose
 from .errors import (
     GraphvizMissingError,
@@ -39,6 +40,7 @@ def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str |
 
 __all__ = [
     "Code",
+    "Comparison",
     "Diagnosis",
     "Finding",
     "GraphvizMissingError",
@@ -50,6 +52,7 @@ __all__ = [
     "TraceStateError",
     "Tracer",
     "__version__",
+    "compare",
     "diagnose",
     "load",
     "trace",

@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", required=True, metavar="REPORT.html")
     report.add_argument("--lang", choices=("en", "zh"), default="en")
     report.add_argument("--expand", action="store_true")
+    diff = verbs.add_parser("diff", help="compare two saved runs (exit 0: same LoRA path, 1: differs)")
+    diff.add_argument("a", metavar="A.json")
+    diff.add_argument("b", metavar="B.json")
+    diff.add_argument("--graph", metavar="OUT", help="draw B's path with the layers gained and lost marked")
+    diff.add_argument("--json", action="store_true")
     targets = verbs.add_parser("targets", help="what target_modules selects, on a model built from config.json")
     targets.add_argument("config", metavar="CONFIG.json")
     group = targets.add_mutually_exclusive_group(required=True)
@@ -68,6 +73,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from .compare import compare, render_comparison
+
+    result = compare(args.a, args.b)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result)
+    if args.graph:
+        print(f"wrote {render_comparison(args.a, args.b, args.graph)}", file=sys.stderr)
+    return 0 if result.same_path else 1
+
+
 def _targets(args: argparse.Namespace) -> int:
     from .coverage import coverage, format_coverage, model_from_config
 
@@ -98,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(args)
         if args.verb == "targets":
             return _targets(args)
+        if args.verb == "diff":
+            return _diff(args)
         if args.verb == "render":
             return _render(args)
         if args.verb == "report":

@@ -125,6 +125,14 @@ class Diagnosis:
 
         save_diagnosis(self, path)
 
+    def lora_states(self) -> dict[str, str]:
+        """LoRA module -> "grad" (got a gradient) | "severed" (ran, cut) | "never" (never ran) | "frozen"."""
+        from .checks.facts import Facts
+        from .graph import lora_state
+
+        facts = Facts(self.trace)
+        return {site.module: lora_state(facts, site.module) for site in self.trace.sites}
+
     def render(self, path: str, *, expand: bool = False) -> str:
         """Draw the encoding path: .svg / .png / .pdf / .dot by suffix (needs graphviz's `dot` for images)."""
         from .render import render

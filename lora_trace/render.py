@@ -90,8 +90,11 @@ def _lora_node(identifier: str, data: dict[str, Any]) -> str:
     shown = " ".join(leaf.rsplit(".", 1)[-1] for leaf in leaves[:6]) + (" ..." if len(leaves) > 6 else "")
     label = f"{data['label']}\n{shown}\n{data['count']} LoRA, {_STATE_TEXT[data['state']]}" if shown else \
         f"{data['label']}\n{data['count']} LoRA, {_STATE_TEXT[data['state']]}"
+    change = data.get("change")  # set by a comparison: layers gained / lost against the other run
+    if change:
+        label += f"\n{change}"
     return (f"{identifier} [label={quote(label)}, style={style}, fillcolor={quote(fill)}, "
-            f"color={quote(color)}];")
+            f"color={quote(color)}{', penwidth=3' if change else ''}];")
 
 
 def _legend() -> list[str]:

@@ -28,7 +28,7 @@ def test_codes_print_by_value():
 
 def test_public_surface_is_pinned():
     assert sorted(lora_trace.__all__) == sorted([
-        "Code", "Diagnosis", "Finding", "GraphvizMissingError", "InvalidModelError", "LoraTraceError",
+        "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError", "InvalidModelError", "LoraTraceError",
         "LossNotFoundError", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
-        "diagnose", "load", "trace",
+        "compare", "diagnose", "load", "trace",
     ])

@@ -1,0 +1,181 @@
+"""Compare two runs: which LoRA layers each trains, what changed in between, which findings went away.
+
+Torch-free: runs saved anywhere compare anywhere. A finding's identity across runs is its code, its
+location and its modules; that is what "fixed" and "introduced" compare.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checks.facts import Facts
+from .findings import Diagnosis, Finding
+from .regions import short_name
+from .serialize import load
+
+_CONFIG_KEYS = ("target_modules", "exclude_modules", "r", "lora_alpha", "lora_dropout", "use_dora", "use_rslora",
+                "layers_to_transform", "layers_pattern", "modules_to_save", "init_lora_weights", "bias")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a_label: str
+    b_label: str
+    a_trained: tuple[str, ...]  # LoRA modules that got a gradient in a
+    b_trained: tuple[str, ...]
+    gained: tuple[str, ...]  # trained in b, not in a
+    lost: tuple[str, ...]  # trained in a, not in b
+    regions: dict[str, tuple[int, int]]  # region -> (LoRA layers trained in a, in b)
+    norm_ratios: dict[str, float]  # module -> gradient norm in b / in a, where both exist
+    fixed: tuple[str, ...]  # findings of a that b no longer has ("code @ location")
+    introduced: tuple[str, ...]
+    config_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # what differs, a -> b
+    a_path: tuple[str, ...] = ()  # regions traversed
+    b_path: tuple[str, ...] = ()
+
+    @property
+    def same_path(self) -> bool:
+        return not self.gained and not self.lost
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "lora-trace.comparison", "schema_version": 1, "a": self.a_label, "b": self.b_label,
+            "same_path": self.same_path, "gained": list(self.gained), "lost": list(self.lost),
+            "trained": {"a": len(self.a_trained), "b": len(self.b_trained)},
+            "regions": {r: {"a": a, "b": b} for r, (a, b) in self.regions.items()},
+            "norm_ratios": {m: _finite_or_text(v) for m, v in self.norm_ratios.items()},
+            "fixed": list(self.fixed), "introduced": list(self.introduced),
+            "config_changes": {k: {"a": a, "b": b} for k, (a, b) in self.config_changes.items()},
+            "path": {"a": list(self.a_path), "b": list(self.b_path)},
+        }
+
+    def __str__(self) -> str:
+        return format_comparison(self)
+
+
+def _finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+
+
+def _as_diagnosis(run: Diagnosis | str | os.PathLike[str]) -> Diagnosis:
+    return run if isinstance(run, Diagnosis) else load(run)
+
+
+def _trained(diagnosis: Diagnosis) -> tuple[str, ...]:
+    return tuple(sorted(m for m, state in diagnosis.lora_states().items() if state == "grad"))
+
+
+def _norms(diagnosis: Diagnosis) -> dict[str, float]:
+    by_module: dict[str, float] = {}
+    for arrival in diagnosis.trace.arrivals:
+        if arrival.norm is not None:
+            module = arrival.param.rsplit(".lora_", 1)[0]
+            by_module[module] = math.hypot(by_module.get(module, 0.0), arrival.norm)
+    return by_module
+
+
+def _identity(finding: Finding) -> str:
+    return f"{finding.code} @ {finding.location or '-'} [{', '.join(short_name(m) for m in finding.modules[:3])}" \
+           f"{', ...' if len(finding.modules) > 3 else ''}]"
+
+
+def _configs(diagnosis: Diagnosis) -> dict[str, Any]:
+    """Flattened configuration: PEFT settings per adapter, model class, versions."""
+    flat: dict[str, Any] = {"model_class": diagnosis.trace.model_class}
+    for prefix, adapters in diagnosis.trace.peft_configs.items():
+        for adapter, config in adapters.items():
+            for key in _CONFIG_KEYS:
+                if key in config:
+                    flat[f"{short_name(prefix) or '(model)'}[{adapter}].{key}"] = config[key]
+    for package, version in diagnosis.trace.versions.items():
+        flat[f"version.{package}"] = version
+    return flat
+
+
+def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Comparison:
+    """What changed from run `a` to run `b` (diagnoses or paths of saved runs)."""
+    run_a, run_b = _as_diagnosis(a), _as_diagnosis(b)
+    trained_a, trained_b = _trained(run_a), _trained(run_b)
+    regions: dict[str, list[int]] = {}
+    for index, run in enumerate((run_a, run_b)):
+        for site in run.trace.sites:
+            regions.setdefault(site.region, [0, 0])
+        for module in (trained_a, trained_b)[index]:
+            region = next(s.region for s in run.trace.sites if s.module == module)
+            regions[region][index] += 1
+    norms_a, norms_b = _norms(run_a), _norms(run_b)
+    ratios = {m: (norms_b[m] / norms_a[m] if norms_a[m] else (math.inf if norms_b[m] else math.nan))
+              for m in sorted(set(norms_a) & set(norms_b))}
+    ids_a = {_identity(f): f for f in run_a.findings if f.severity != "info"}
+    ids_b = {_identity(f): f for f in run_b.findings if f.severity != "info"}
+    config_a, config_b = _configs(run_a), _configs(run_b)
+    changes = {k: (config_a.get(k), config_b.get(k)) for k in sorted(set(config_a) | set(config_b))
+               if config_a.get(k) != config_b.get(k)}
+    return Comparison(
+        a_label=run_a.label or "a", b_label=run_b.label or "b",
+        a_trained=trained_a, b_trained=trained_b,
+        gained=tuple(sorted(set(trained_b) - set(trained_a))), lost=tuple(sorted(set(trained_a) - set(trained_b))),
+        regions={r: (v[0], v[1]) for r, v in sorted(regions.items())}, norm_ratios=ratios,
+        fixed=tuple(sorted(set(ids_a) - set(ids_b))), introduced=tuple(sorted(set(ids_b) - set(ids_a))),
+        config_changes=changes,
+        a_path=Facts(run_a.trace).traversed_regions, b_path=Facts(run_b.trace).traversed_regions,
+    )
+
+
+def format_comparison(c: Comparison) -> str:
+    lines = [f"lora-trace diff: {c.a_label} -> {c.b_label}",
+             "same LoRA path" if c.same_path else
+             f"LoRA path differs: {len(c.gained)} layers gained, {len(c.lost)} lost", ""]
+    lines.append(f"  {'region':52s} {'trained in ' + c.a_label:>18s} {'trained in ' + c.b_label:>18s}")
+    for region, (a, b) in c.regions.items():
+        mark = "  +" if b > a else ("  -" if b < a else "")
+        lines.append(f"  {short_name(region):52s} {a:18d} {b:18d}{mark}")
+    for title, items in (("Gained", c.gained), ("Lost", c.lost)):
+        if items:
+            lines += ["", f"{title} ({len(items)}):"] + [f"  {short_name(m)}" for m in items[:12]]
+            if len(items) > 12:
+                lines.append(f"  ... and {len(items) - 12} more")
+    if c.a_path != c.b_path:
+        lines += ["", "Encoding path:", f"  {c.a_label}: {', '.join(short_name(r) for r in c.a_path)}",
+                  f"  {c.b_label}: {', '.join(short_name(r) for r in c.b_path)}"]
+    if c.norm_ratios:
+        finite = sorted(v for v in c.norm_ratios.values() if math.isfinite(v) and v > 0)
+        if finite:
+            lines += ["", f"Gradient-norm ratio {c.b_label}/{c.a_label} over {len(finite)} layers trained in both: "
+                      f"median {finite[len(finite) // 2]:.3g} (min {finite[0]:.3g}, max {finite[-1]:.3g})"]
+    for title, items in (("Findings fixed", c.fixed), ("Findings introduced", c.introduced)):
+        if items:
+            lines += ["", f"{title}:"] + [f"  {item}" for item in items]
+    if c.config_changes:
+        lines += ["", "Configuration changes:"]
+        lines += [f"  {key}: {a!r} -> {b!r}" for key, (a, b) in c.config_changes.items()]
+    return "\n".join(lines)
+
+
+def comparison_graph(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Any:
+    """Run b's encoding-path graph with each LoRA group marked by the layers it gained or lost against a."""
+    from .graph import build_graph
+
+    run_a, run_b = _as_diagnosis(a), _as_diagnosis(b)
+    result = compare(run_a, run_b)
+    graph = build_graph(run_b)
+    graph.graph["label"] = f"{result.a_label} -> {result.b_label}"
+    gained, lost = set(result.gained), set(result.lost)
+    for _, data in graph.nodes(data=True):
+        if data["kind"] != "lora":
+            continue
+        plus = sum(1 for m in data["modules"] if m in gained)
+        minus = sum(1 for m in data["modules"] if m in lost)
+        data["change"] = " ".join(part for part in (f"+{plus} gained" if plus else "",
+                                                    f"-{minus} lost" if minus else "") if part)
+    return graph
+
+
+def render_comparison(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str],
+                      path: str) -> str:
+    from .render import render_dot, to_dot
+
+    return render_dot(to_dot(comparison_graph(a, b)), path)
