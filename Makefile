@@ -22,11 +22,15 @@ system-deps:
 demo: setup
 	$(PY) -m lora_trace demo --out out/demo
 
+# The HTML report is tested in a real headless browser: Debian's chromium (no browser downloads work here).
 test: setup
+	@sh scripts/system-deps.sh chromium
 	$(PY) -m pytest -q
 
+# The comparison tools too (torch stays pinned in the same command); BENCH_ARGS=--quick for a smoke run.
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH) -e '.[bench]'
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: setup
 	$(PY) -m ruff check lora_trace tests benchmarks examples

@@ -39,6 +39,8 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
     cuts = _grad_off_cuts(tracer, found) + (_watch_cuts(tracer._watch, found) if tracer._watch else [])
     if not tracer._deep:
         notes.append("note.default-mode")
+    if tracer._compiled:
+        notes.append("note.compiled")
     return Trace(
         label=tracer._label,
         complete=complete,
@@ -55,7 +57,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         reachability=reachability,
         eval_modules=tracer._eval_modules,
         optimizer=_optimizer_info(tracer, found),
-        backward=tracer._backward_seen,
+        backward=tracer.backward_ran(),
         targets=found.targets,
         adaptable_run=None if tracer._adaptable_run is None else tuple(tracer._adaptable_run),
         target_suggestions=_target_suggestions(tracer, found),

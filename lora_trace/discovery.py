@@ -33,6 +33,22 @@ def unwrap(model: object) -> nn.Module:
             return model
 
 
+def is_compiled(model: object) -> bool:
+    """Whether torch.compile wrapped the model (or the module DDP wraps)."""
+    while isinstance(model, nn.Module):
+        if hasattr(model, "_orig_mod"):
+            return True
+        model = getattr(model, "module", None)
+    return False
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside wrappers such as Accelerate's AcceleratedOptimizer (hooks go on it)."""
+    while optimizer is not None and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
 def clean_name(name: str) -> str:
     """Drop wrapper segments (`_orig_mod` of compiled submodules) so names compare across wrappers."""
     parts = [p for p in name.split(".") if p not in _WRAPPER_SEGMENTS]
@@ -96,7 +112,7 @@ def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
     flags: list[bool | None] = [None] * len(params)
     by_device: dict[torch.device, list[int]] = {}
     for i, p in enumerate(params):
-        if p.device.type != "meta":
+        if p.device.type != "meta" and not hasattr(p, "to_local"):  # a sharded DTensor: unknown without a collective
             by_device.setdefault(p.device, []).append(i)
     with torch.no_grad():
         for indices in by_device.values():

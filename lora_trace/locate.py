@@ -100,12 +100,12 @@ def grad_off_site(depth: int = 1) -> GradOffSite:
     """Why grad is off here: the user's `with torch.no_grad():` line (or decorator), or a reentrant
     checkpoint's first forward (then the `requires_grad` flags of the checkpoint's tensor inputs)."""
     frames = _frames(sys._getframe(depth + 1))
-    for frame in frames:
+    for index, frame in enumerate(frames):
         code = frame.f_code
         if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
             args = frame.f_locals.get("args", ())
             flags = tuple(bool(a.requires_grad) for a in args if hasattr(a, "requires_grad"))
-            site = _site(frames, None, keep_library=False)
+            site = _site(frames[index:], None, keep_library=False)  # the line that called checkpoint()
             return GradOffSite(site.location, site.stack, flags)
         if is_library_file(code.co_filename):
             continue

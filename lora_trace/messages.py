@@ -170,6 +170,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                   "zh": "meta 设备上没有梯度数值：只能判断梯度到达了哪些参数"},
     "note.default-mode": {"en": "default mode: detaching calls are not watched; lora_trace.diagnose() or trace(deep=True) finds the line that cuts a path",
                           "zh": "默认模式不监视切断计算图的调用；lora_trace.diagnose() 或 trace(deep=True) 能找到切断路径的代码行"},
+    "note.compiled": {"en": "the model is torch.compile'd: it was traced through its original module; the hooks made dynamo recompile it, and what dynamo fuses is seen only at module boundaries",
+                      "zh": "模型经过 torch.compile：追踪的是其原始模块；钩子会让 dynamo 重新编译，被 dynamo 融合的部分只能在模块边界处观察"},
     "zero-grad-at-init.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
     "no-supervised-tokens": {"en": "Every label in the batch equals the ignore index -100: no token is supervised, "
                                    "so the loss is {loss} and the gradients carry nothing.",

@@ -8,6 +8,7 @@ No full-backward module hooks: they wrap outputs and make a healthy in-place op 
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from . import locate
-from .discovery import Discovery, adapter_active, clean_name, discover, unwrap
+from .discovery import Discovery, adapter_active, clean_name, discover, is_compiled, unwrap, unwrap_optimizer
 from .errors import TraceStateError
 from .losses import describe_loss, scalar_candidate
 from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
@@ -62,8 +63,11 @@ class Tracer:
     def __init__(self, model: object, *, optimizer: torch.optim.Optimizer | None = None, deep: bool = False,
                  label: str | None = None, scaler: Any = None) -> None:
         self._root = unwrap(model)
-        self._optimizer = optimizer
+        self._compiled = is_compiled(model)
+        self._watch: PathWatch | None = None
+        self._optimizer = unwrap_optimizer(optimizer)
         self._scaler = scaler
+        self._installed = False  # every hook in place: only then is there a trace to build
         self._deep = deep
         self._label = label
         self._handles = HandleGroup()
@@ -80,6 +84,10 @@ class Tracer:
                                   "(leave the outer `with lora_trace.trace(...)` block first)")
         _TRACED.add(self._root)
         self._state = "running"
+        if self._compiled:  # never silently: hooks make dynamo recompile the model on its next call
+            warnings.warn("lora-trace: the model is torch.compile'd; its hooks make dynamo recompile it on the next "
+                          "call, and the deep mode adds graph breaks. Trace an uncompiled step for a quick answer.",
+                          stacklevel=2)
         try:
             self._start()
         except BaseException:
@@ -104,7 +112,10 @@ class Tracer:
         self._eval_modules = _eval_modules(self._root, found)
         self._before_step = self._snapshot_optimized()
         self._scale_at_start = self._scaler.get_scale() if self._scaler is not None else None
-        self._watch: PathWatch | None = None
+        self._grads_at_start = self._optimizer_grads()
+        self._labels_all_ignored: bool | None = None
+        self._optimizer_steps = 0
+        self._adaptable_run: dict[str, None] | None = None
         for name, layer in found.lora.items():
             self._handles.keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             self._handles.keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True,
@@ -117,11 +128,8 @@ class Tracer:
                                                             always_call=True))
         self._handles.keep(self._root.register_forward_hook(self._root_hook))
         self._handles.keep(self._root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
-        self._labels_all_ignored: bool | None = None
-        self._optimizer_steps = 0
         if self._optimizer is not None:
             self._handles.keep(self._optimizer.register_step_post_hook(self._step_hook))
-        self._adaptable_run: dict[str, None] | None = None
         params = {name: p for name, p in _named_lora_params(found)}
         for name, param in params.items():
             if param.requires_grad:
@@ -133,6 +141,7 @@ class Tracer:
             self._watch = PathWatch(base_weights=base_weights, inside_wrapper=self._wrappers.__contains__,
                                     on_loss=self._add_loss, in_checkpoint_forward=locate.in_checkpoint_forward)
             self._watch.__enter__()
+        self._installed = True
 
     def _close(self, *, complete: bool, error: BaseException | None) -> None:
         try:
@@ -142,8 +151,8 @@ class Tracer:
             self._handles.remove_all()
             _TRACED.discard(self._root)
             self._state = "closed"
-        if not hasattr(self, "_found"):
-            return
+        if not self._installed:
+            return  # __enter__ failed: it re-raises that error, there is nothing to read
         from .build import build_trace
 
         try:
@@ -251,8 +260,11 @@ class Tracer:
 
     def _grad_hook(self, name: str):  # noqa: ANN202
         def hook(param: torch.Tensor) -> None:
+            grad = param.grad
+            if grad is not None and hasattr(grad, "to_local"):
+                grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
             with self._paused(), torch.no_grad():
-                norm = torch.linalg.vector_norm(param.grad.detach().float()) if param.grad is not None else None
+                norm = torch.linalg.vector_norm(grad.detach().float()) if grad is not None else None
             entry = self._norms.setdefault(name, [0, None])
             entry[0] += 1
             entry[1] = norm
@@ -271,6 +283,20 @@ class Tracer:
 
     def _paused(self) -> Any:
         return self._watch.pause() if self._watch is not None else _NULL
+
+    def _optimizer_grads(self) -> list[tuple[torch.Tensor, Any, int]]:
+        """(param, its .grad, that grad's version) for every optimizer param: a cheap sign that backward ran
+        even when no LoRA parameter got a gradient and the loss never passed through a hook."""
+        if self._optimizer is None:
+            return []
+        params = [p for group in self._optimizer.param_groups for p in group["params"]]
+        return [(p, p.grad, p.grad._version if p.grad is not None else -1) for p in params]
+
+    def backward_ran(self) -> bool:
+        if self._backward_seen:
+            return True
+        return any(p.grad is not grad or (grad is not None and grad._version != version)
+                   for p, grad, version in self._grads_at_start)
 
     def _snapshot_optimized(self) -> dict[str, torch.Tensor] | None:
         """Values of the LoRA parameters the optimizer holds, to tell afterwards which ones it changed."""

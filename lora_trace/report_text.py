@@ -18,6 +18,8 @@ LABELS = {
         "raised": "The traced block raised ({error}); what follows is what was seen before that.",
         "step": "Step {n}/7", "root": "Root cause", "fix": "Fix: ", "stack": "Call stack (innermost last):",
         "none": "No error: every trainable LoRA parameter is on the gradient path.", "also": "Also found:",
+        "unknown": "No error found, but nothing showed whether gradients reach the LoRA parameters "
+                   "(no backward and no loss were seen).",
         "note": "Note: ",
         "s1": "Adapter applied and active", "s1.configs": "PEFT configs: {configs}",
         "s1.layers": "LoRA layers: {layers}; active adapters: {adapters}",
@@ -39,6 +41,7 @@ LABELS = {
         "title": "lora-trace 诊断报告", "raised": "被追踪的代码块抛出了异常（{error}）；以下是异常之前观察到的内容。",
         "step": "步骤 {n}/7", "root": "根本原因", "fix": "修复：", "stack": "调用栈（最内层在最后）：",
         "none": "没有错误：每个可训练的 LoRA 参数都在梯度路径上。", "also": "其他发现：", "note": "说明：",
+        "unknown": "没有发现错误，但没有证据表明梯度能否到达 LoRA 参数（没有观察到反向传播或损失）。",
         "s1": "LoRA 适配器已应用且处于激活状态", "s1.configs": "PEFT 配置：{configs}",
         "s1.layers": "LoRA 层：{layers} 个；激活的适配器：{adapters}",
         "s2": "LoRA 参数已创建", "s2.total": "共 {count} 个 LoRA 参数",
@@ -85,7 +88,7 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
             lines.append("  " + say["stack"])
             lines.extend(f"    {frame}" for frame in root.stack[-5:])
     else:
-        lines.append(say["none"])
+        lines.append(say["none"] if facts.got_grad is not None else say["unknown"])
     others = [f for f in diagnosis.findings if not errors or f is not errors[0]]
     if others:
         lines += ["", say["also"]]

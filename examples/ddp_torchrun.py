@@ -1,0 +1,65 @@
+"""Trace one DDP step on every rank and gather the runs on all ranks.
+
+Run (CPU, gloo, 2 processes):
+    .venv/bin/torchrun --standalone --nproc-per-node 2 examples/ddp_torchrun.py --out out/ddp
+Add --diverge to make rank 1 skip the second LoRA block, as a data-dependent branch would: the report
+then names rank 1 and the LoRA parameters it produced no gradient for (`ddp-unused`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+import lora_trace
+from lora_trace.integrations import ddp
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block1 = nn.Linear(8, 8)
+        self.block2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor, skip_block2: bool = False) -> torch.Tensor:
+        hidden = torch.relu(self.block1(x))
+        if not skip_block2:  # a data-dependent branch: ranks see different batches
+            hidden = torch.relu(self.block2(hidden))
+        return self.head(hidden).pow(2).mean()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="out/ddp")
+    parser.add_argument("--diverge", action="store_true")
+    args = parser.parse_args()
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = get_peft_model(TwoBlocks(), LoraConfig(r=2, target_modules=["block1", "block2"]))
+    model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(rank))
+
+    with lora_trace.trace(model, optimizer=optimizer, label=f"rank{rank}") as tracer:
+        loss = model(x, skip_block2=args.diverge and rank == 1)
+        loss.backward()
+        optimizer.step()
+    everyone = ddp.gather(tracer.diagnosis)  # a collective: every rank calls it
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+        everyone.save(os.path.join(args.out, "ddp-run.json"))
+        print(everyone.report())
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

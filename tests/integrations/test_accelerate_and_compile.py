@@ -1,0 +1,38 @@
+"""A model and optimizer passed through accelerate's prepare(), and a torch.compile'd model."""
+
+import warnings
+
+import pytest
+import torch
+
+import lora_trace
+from lora_trace.scenarios.causal_lm import causal_lm
+
+
+def test_accelerate_prepared_model_and_optimizer():
+    from accelerate import Accelerator
+
+    scenario = causal_lm(fault="lr-zero")
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(scenario.model, scenario.optimizer)
+    with lora_trace.trace(model, optimizer=optimizer) as tracer:
+        accelerator.backward(model(**scenario.batch).loss)
+        optimizer.step()
+    assert tracer.trace.optimizer_steps == 1
+    assert tracer.diagnosis.codes("error") == ("not-updated",)  # lr 0, seen through AcceleratedOptimizer
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:torch._dynamo")
+def test_a_compiled_model_is_traced_through_its_original_module_and_says_so():
+    scenario = causal_lm()
+    compiled = torch.compile(scenario.model, backend="eager")  # dynamo without inductor: same hooks story, faster
+    with pytest.warns(UserWarning, match="torch.compile'd"):
+        with lora_trace.trace(compiled) as tracer:
+            compiled(**scenario.batch).loss.backward()
+    diagnosis = tracer.diagnosis
+    assert diagnosis.ok and "note.compiled" in diagnosis.trace.notes
+    assert {a.param for a in diagnosis.trace.arrivals} == scenario.truth.grad_params
+    assert not any("_orig_mod" in s.module for s in diagnosis.trace.sites)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the compiled model still runs afterwards
+        compiled(**scenario.batch)

@@ -1,0 +1,54 @@
+"""The Trainer callback with the real transformers Trainer on CPU: saved run and graph, stop on error."""
+
+import importlib.util
+import pathlib
+import shutil
+
+import lora_trace
+
+from ..helpers import hook_snapshot
+
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "hf_trainer.py"
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("hf_trainer_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_first_step_is_diagnosed_saved_and_drawn(tmp_path):
+    callback = _example().main(["--out", str(tmp_path)])
+    assert [step for step, _ in callback.diagnoses] == [0]
+    step, diagnosis = callback.diagnoses[0]
+    assert diagnosis.ok and diagnosis.trace.optimizer_steps == 1 and diagnosis.trace.backward
+    saved = lora_trace.load(tmp_path / "lora-trace" / "step-0.json")
+    assert saved.findings == diagnosis.findings
+    if shutil.which("dot"):
+        assert (tmp_path / "lora-trace" / "step-0.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_a_frozen_adapter_stops_training_after_the_first_step(tmp_path):
+    callback = _example().main(["--out", str(tmp_path), "--freeze-lora"])
+    (_, diagnosis), = callback.diagnoses
+    assert diagnosis.codes("error") == ("lora-frozen",)
+
+
+def test_every_n_steps_and_no_hook_left_behind(tmp_path):
+    example = _example()
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = example.build(freeze_lora=False)
+    before = hook_snapshot(model)
+    callback = LoraTraceCallback(every_n_steps=2, render=False)
+    ids = torch.randint(0, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+            callbacks=[callback]).train()
+    assert [step for step, _ in callback.diagnoses] == [0, 2]
+    assert hook_snapshot(model) == before
