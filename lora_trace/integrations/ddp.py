@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..findings import Code, Diagnosis, Finding, Severity, order_findings
+from ..findings import Code, Diagnosis, Finding, Severity, make_finding, order_findings
+from ..messages import join, text
 from ..regions import short_name
 from ..serialize import diagnosis_from_dict, diagnosis_to_dict
 
@@ -116,15 +117,10 @@ def unused_findings(ranks: tuple[Diagnosis, ...]) -> tuple[Finding, ...]:
         shown = ", ".join(short_name(p) for p in params[:4]) + (f" and {len(params) - 4} more" if len(params) > 4
                                                                  else "")
         parts.append(f"rank {rank}: {len(params)} ({shown})")
-    message = ("Under DDP, some ranks produced no gradient for trainable LoRA parameters: " + "; ".join(parts)
-               + ". " + (f"Ranks {sorted(divergent)} took a different path than the others: these are the "
-                         "parameters DDP reports as unused (with find_unused_parameters=False its backward "
-                         "waits for them until the process-group timeout)." if divergent else
-                         "No rank used them: the per-rank findings say why."))
-    fix = ("Make every rank run the same LoRA layers (the same branches for every batch), or construct DDP with "
-           "find_unused_parameters=True while a rank may skip some; the per-rank reports show each path.")
+    message = join(text("ddp-unused", parts="; ".join(parts)),
+                   text("ddp-unused.divergent", ranks=sorted(divergent)) if divergent else text("ddp-unused.none"))
     modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for params in missing.values() for p in params}))
-    finding = Finding(Code.DDP_UNUSED.value, Severity.ERROR.value, message, fix, modules,
-                      evidence={"missing": {str(r): p for r, p in missing.items()},
-                                "divergent_ranks": sorted(divergent)})
+    finding = make_finding(Code.DDP_UNUSED, Severity.ERROR, message, text("ddp-unused.fix"), modules=modules,
+                           evidence={"missing": {str(r): p for r, p in missing.items()},
+                                     "divergent_ranks": sorted(divergent)})
     return order_findings([finding])
