@@ -48,7 +48,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         model_class=type(found.root).__name__,
         versions=versions(),
         sites=found.sites,
-        peft_configs=peft_configs(found.root),
+        peft_configs=peft_configs(found.named),
         calls=tuple(tracer._calls),
         regions_run=tuple(tracer._regions_run),
         cuts=tuple(cuts),

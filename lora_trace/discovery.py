@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,19 +52,34 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 
 def clean_name(name: str) -> str:
     """Drop wrapper segments (`_orig_mod` of compiled submodules) so names compare across wrappers."""
-    parts = [p for p in name.split(".") if p not in _WRAPPER_SEGMENTS]
-    return ".".join(parts)
+    if not any(segment in name for segment in _WRAPPER_SEGMENTS):
+        return name
+    return ".".join(p for p in name.split(".") if p not in _WRAPPER_SEGMENTS)
+
+
+@functools.cache
+def _lora_layer_class() -> type:
+    from peft.tuners.lora import LoraLayer
+
+    return LoraLayer
 
 
 def is_lora_layer(module: nn.Module) -> bool:
-    from peft.tuners.lora import LoraLayer
-
-    return isinstance(module, LoraLayer)
+    return isinstance(module, _lora_layer_class())
 
 
-def lora_modules(root: nn.Module) -> dict[str, nn.Module]:
+Named = list[tuple[str, nn.Module]]
+
+
+def named_modules(root: nn.Module) -> Named:
+    """Every (clean name, module) of the model: walked once per trace, since a walk of a 7B model is slow."""
+    return [(clean_name(name), module) for name, module in root.named_modules()]
+
+
+def lora_modules(root: nn.Module | Named) -> dict[str, nn.Module]:
     """Qualified name -> PEFT LoRA layer, in model order."""
-    return {clean_name(name): module for name, module in root.named_modules() if is_lora_layer(module)}
+    named = named_modules(root) if isinstance(root, nn.Module) else root
+    return {name: module for name, module in named if is_lora_layer(module)}
 
 
 def adapter_active(layer: Any) -> bool:
@@ -74,18 +90,22 @@ def adapter_active(layer: Any) -> bool:
     return any(a in held and layer.scaling.get(a, 1.0) != 0 for a in layer.active_adapters)
 
 
-def describe_sites(modules: dict[str, nn.Module]) -> tuple[LoraSite, ...]:
-    """Snapshot every LoRA layer's adapter state and parameters (one device sync for all zero checks)."""
+def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...], dict[int, str]]:
+    """Snapshot every LoRA layer's adapter state and parameters (one device sync for all zero checks);
+    also id(LoRA parameter) -> its qualified name."""
     entries: list[tuple[str, nn.Module, list[tuple[str, str, str, nn.Parameter]]]] = []
     for name, layer in modules.items():
         params = []
-        for local, param in layer.named_parameters(recurse=True):
-            parts = local.split(".")
-            if parts[0].startswith("lora_") and len(parts) >= 2:
-                params.append((f"{name}.{clean_name(local)}", parts[1], parts[0], param))
+        for role in layer.adapter_layer_names:  # lora_A, lora_B, lora_embedding_A/B, lora_magnitude_vector
+            container = getattr(layer, role, None)
+            for adapter, holder in (container.items() if container is not None else ()):
+                owned = [("", holder)] if isinstance(holder, nn.Parameter) else holder.named_parameters()
+                for local, param in owned:
+                    params.append((".".join(filter(None, (name, role, adapter, local))), adapter, role, param))
         entries.append((name, layer, params))
     flat = [p for _, _, params in entries for p in params]
     zero_flags = _all_zero_flags([p[3] for p in flat])
+    param_names = {id(param): qualified for qualified, _, _, param in flat}
     sites, index = [], 0
     for name, layer, params in entries:
         lora_params = []
@@ -105,7 +125,7 @@ def describe_sites(modules: dict[str, nn.Module]) -> tuple[LoraSite, ...]:
             scalings=tuple((a, float(s)) for a, s in sorted(layer.scaling.items()) if isinstance(s, (int, float))),
             params=tuple(lora_params),
         ))
-    return tuple(sites)
+    return tuple(sites), param_names
 
 
 def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
@@ -122,21 +142,20 @@ def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
     return flags
 
 
-def region_modules(root: nn.Module) -> dict[str, nn.Module]:
+def region_modules(named: Named) -> dict[str, nn.Module]:
     """Region name -> its module: the handful of modules whose forward says "this part of the model ran"."""
-    names = {region_of(clean_name(name)) for name, _ in root.named_modules() if name}
-    modules = {clean_name(name): module for name, module in root.named_modules()}
+    names = {region_of(name) for name, _ in named if name}
+    modules = dict(named)
     return {name: modules[name] for name in sorted(names) if name in modules and name}
 
 
-def peft_configs(root: nn.Module) -> dict[str, dict[str, dict[str, Any]]]:
+def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
     """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values."""
     configs: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, module in root.named_modules():
+    for prefix, module in named:
         config = getattr(module, "peft_config", None)
         if not isinstance(config, dict) or not config:
             continue
-        prefix = clean_name(name)
         if any(p == "" or prefix.startswith(p + ".") for p in configs):
             continue  # the LoraModel inside a PeftModel repeats its parent's config
         configs[prefix] = {adapter: _jsonable(vars(c)) for adapter, c in config.items()}
@@ -156,25 +175,31 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def lora_tuners(root: nn.Module) -> dict[str, nn.Module]:
-    """Where each PEFT LoRA tuner's base model sits (`x.model.base_model.model`) -> that base model."""
+def lora_tuners(named: Named) -> dict[str, nn.Module]:
+    """Where each PEFT LoRA tuner's base model sits (`x.model.base_model.model`) -> that tuner."""
     from peft.tuners.tuners_utils import BaseTuner
 
     tuners = {}
-    for name, module in root.named_modules():
+    for name, module in named:
         if isinstance(module, BaseTuner) and any(_is_lora_config(c) for c in module.peft_config.values()):
-            tuners[clean_name(f"{name}.model" if name else "model")] = module
+            tuners[f"{name}.model" if name else "model"] = module
     return tuners
+
+
+def under(named: Named, prefix: str) -> Named:
+    """The (name relative to `prefix`, module) pairs below `prefix`."""
+    start = prefix + "."
+    return [(name[len(start):], module) for name, module in named if name.startswith(start)]
 
 
 def _is_lora_config(config: object) -> bool:
     return str(getattr(getattr(config, "peft_type", None), "value", "")) == "LORA"
 
 
-def describe_targets(tuners: dict[str, nn.Module]) -> tuple[TargetEntry, ...]:
+def describe_targets(tuners: dict[str, nn.Module], named: Named) -> tuple[TargetEntry, ...]:
     rows: list[TargetEntry] = []
     for prefix, tuner in tuners.items():
-        modules = candidate_modules(tuner.model)
+        modules = candidate_modules(under(named, prefix))
         for adapter, config in sorted(tuner.peft_config.items()):
             if _is_lora_config(config):
                 rows.extend(entry_table(config, modules, prefix=prefix, adapter=adapter))
@@ -186,6 +211,7 @@ class Discovery:
     """Everything a tracer needs to know about the model before the step runs."""
 
     root: nn.Module
+    named: Named  # every (name, module), walked once
     lora: dict[str, nn.Module]
     sites: tuple[LoraSite, ...]
     regions: dict[str, nn.Module]
@@ -196,13 +222,9 @@ class Discovery:
 
 def discover(model: object) -> Discovery:
     root = unwrap(model)
-    lora = lora_modules(root)
-    sites = describe_sites(lora)
-    layers = {site.module: lora[site.module] for site in sites}
-    param_names = {}
-    for site in sites:
-        owned = {f"{site.module}.{clean_name(n)}": p for n, p in layers[site.module].named_parameters()}
-        for param in site.params:
-            param_names[id(owned[param.name])] = param.name
-    tuners = lora_tuners(root)
-    return Discovery(root, lora, sites, region_modules(root), param_names, tuners, describe_targets(tuners))
+    named = named_modules(root)
+    lora = lora_modules(named)
+    sites, param_names = describe_sites(lora)
+    tuners = lora_tuners(named)
+    return Discovery(root, named, lora, sites, region_modules(named), param_names, tuners,
+                     describe_targets(tuners, named))

@@ -37,9 +37,9 @@ def suggest_target_modules(base_model: nn.Module, ran: Iterable[str], *, config:
     """
     from peft import LoraConfig
 
-    modules = {n: t for n, t in candidate_modules(base_model).items() if t in _LINEAR}
+    named = list(base_model.named_modules())
     output = getattr(base_model, "get_output_embeddings", lambda: None)()
-    if output is not None:
-        modules = {n: t for n, t in modules.items() if dict(base_model.named_modules()).get(n) is not output}
+    head = {name for name, module in named if output is not None and module is output}
+    modules = {n: t for n, t in candidate_modules(named).items() if t in _LINEAR and n not in head}
     wanted = [n for n in ran if n in modules]
     return exact_target_regex(wanted, modules, config if config is not None else LoraConfig(target_modules="x"))

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from . import locate
-from .discovery import Discovery, adapter_active, clean_name, discover, is_compiled, unwrap, unwrap_optimizer
+from .discovery import Discovery, adapter_active, discover, is_compiled, under, unwrap, unwrap_optimizer
 from .errors import TraceStateError
 from .losses import describe_loss, scalar_candidate
 from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
@@ -109,7 +109,7 @@ class Tracer:
         self._model_outputs: list[tuple[Any, LossInfo]] = []
         self._backward_seen = False
         self._norms: dict[str, list[Any]] = {}
-        self._eval_modules = _eval_modules(self._root, found)
+        self._eval_modules = _eval_modules(found)
         self._before_step = self._snapshot_optimized()
         self._scale_at_start = self._scaler.get_scale() if self._scaler is not None else None
         self._grads_at_start = self._optimizer_grads()
@@ -212,9 +212,10 @@ class Tracer:
         from .targets import candidate_modules
 
         self._adaptable_run = {}
-        for prefix, tuner in found.tuners.items():
-            modules = dict(tuner.model.named_modules())
-            for name in candidate_modules(tuner.model):
+        for prefix in found.tuners:
+            pairs = under(found.named, prefix)
+            modules = dict(pairs)
+            for name in candidate_modules(pairs):
                 full = f"{prefix}.{name}"
                 if full not in found.lora:
                     self._handles.keep(modules[name].register_forward_hook(self._adaptable_hook(full)))
@@ -348,14 +349,16 @@ def _named_lora_params(found: Discovery) -> list[tuple[str, nn.Parameter]]:
     return [(name, by_id[key]) for key, name in found.param_names.items()]
 
 
-def _eval_modules(root: nn.Module, found: Discovery) -> tuple[str, ...]:
+def _eval_modules(found: Discovery) -> tuple[str, ...]:
     """The topmost modules in eval mode that hold LoRA (the root itself when the whole model is in eval)."""
-    lora_names = list(found.lora)
+    holders = {""}  # every module that is a LoRA layer or contains one: linear in the number of LoRA layers
+    for name in found.lora:
+        parts = name.split(".")
+        holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     topmost: list[str] = []
-    for raw_name, module in root.named_modules():
-        name = clean_name(raw_name)
-        if module.training or any(name == t or name.startswith(t + ".") or t == "" for t in topmost):
+    for name, module in found.named:
+        if module.training or name not in holders:
             continue
-        if any(n == name or n.startswith(name + ".") or name == "" for n in lora_names):
+        if not any(name == t or name.startswith(t + ".") or t == "" for t in topmost):
             topmost.append(name)
     return tuple(topmost)

@@ -19,18 +19,20 @@ _SUPPORTED = {"Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "MultiheadAtt
 _GLOB = re.compile(r"[*?\[\]]")  # a wildcard or regex attempt in a list entry, which PEFT takes literally
 
 
-def candidate_modules(base: nn.Module) -> dict[str, str]:
-    """Module name -> layer type, for the modules LoRA can adapt (LoRA wrappers count as their base)."""
+def candidate_modules(base: nn.Module | list[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Module name -> layer type, for the modules LoRA can adapt (LoRA wrappers count as their base).
+
+    `base` is a model, or its (name, module) pairs in named_modules() order."""
     from .discovery import is_lora_layer
 
     found: dict[str, str] = {}
-    inside: list[str] = []
-    for name, module in base.named_modules():
-        if any(name.startswith(p + ".") for p in inside):
+    inside = None  # the LoRA layer being walked: named_modules() lists its sub-modules right after it
+    for name, module in base.named_modules() if isinstance(base, nn.Module) else base:
+        if inside is not None and name.startswith(inside):
             continue
         if is_lora_layer(module):
             found[name] = type(module.get_base_layer()).__name__
-            inside.append(name)
+            inside = name + "."
         elif type(module).__name__ in _SUPPORTED:
             found[name] = type(module).__name__
     return found
