@@ -148,27 +148,25 @@ def _parse(filename: str) -> ast.AST | None:
         return None
 
 
-def in_checkpoint_recompute(limit: int = 200) -> bool:
+def _checkpoint_frame_on_stack(functions: tuple[str, ...], *, needs_ctx: bool = False, limit: int = 200) -> bool:
+    """Whether a frame of torch/utils/checkpoint.py running one of `functions` is on the current stack."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(limit):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name in functions and code.co_filename.endswith(_CHECKPOINT_FILE) and (
+                not needs_ctx or "ctx" in frame.f_locals):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def in_checkpoint_recompute() -> bool:
     """Whether the current forward is an activation checkpoint re-running during backward."""
-    frame: FrameType | None = sys._getframe(1)
-    steps = 0
-    while frame is not None and steps < limit:
-        code = frame.f_code
-        if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name in ("backward", "recompute_fn"):
-            return True
-        frame = frame.f_back
-        steps += 1
-    return False
+    return _checkpoint_frame_on_stack(("backward", "recompute_fn"))
 
 
-def in_checkpoint_forward(limit: int = 200) -> bool:
+def in_checkpoint_forward() -> bool:
     """Whether the current op runs inside a reentrant checkpoint's first forward (grad off on purpose)."""
-    frame: FrameType | None = sys._getframe(1)
-    steps = 0
-    while frame is not None and steps < limit:
-        code = frame.f_code
-        if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
-            return True
-        frame = frame.f_back
-        steps += 1
-    return False
+    return _checkpoint_frame_on_stack(("forward",), needs_ctx=True)

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import lora_trace
 from lora_trace.scenarios import Scenario
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str):
+    """An example script as a module, so a test runs its functions as written."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def traced_step(scenario: Scenario, *, deep: bool = False, optimizer_step: bool = False):

@@ -1,23 +1,13 @@
 """The sweep example prints the right matrix: checked against plain PyTorch gradients."""
 
-import importlib.util
-import pathlib
-
 from lora_trace.regions import region_of
 from lora_trace.scenarios import contrastive_qwen2_audio, measure_gradients
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "compare_configs.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("compare_configs", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..helpers import load_example
 
 
 def test_the_matrix_matches_plain_pytorch_gradients():
-    example = _load()
+    example = load_example("compare_configs")
     matrix = example.sweep()
     assert len(matrix) == 8
     for (targets, strategy), row in matrix.items():

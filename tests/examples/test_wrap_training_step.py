@@ -1,16 +1,12 @@
 """The wrap-a-step example runs as written, healthy and with its reproduced bug."""
 
-import importlib.util
-import pathlib
+from ..helpers import EXAMPLES, load_example
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "wrap_training_step.py"
+EXAMPLE = EXAMPLES / "wrap_training_step.py"
 
 
 def _main(*argv):
-    spec = importlib.util.spec_from_file_location("wrap_training_step", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(argv))
+    return load_example("wrap_training_step").main(list(argv))
 
 
 def test_healthy_step():

@@ -1,21 +1,14 @@
 """The Trainer callback with the real transformers Trainer on CPU: saved run and graph, stop on error."""
 
-import importlib.util
-import pathlib
 import shutil
 
 import lora_trace
 
-from ..helpers import hook_snapshot
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "hf_trainer.py"
+from ..helpers import hook_snapshot, load_example
 
 
 def _example():
-    spec = importlib.util.spec_from_file_location("hf_trainer_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("hf_trainer")
 
 
 def test_the_first_step_is_diagnosed_saved_and_drawn(tmp_path):
