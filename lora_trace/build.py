@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 from typing import Any
 
@@ -14,7 +15,17 @@ from .losses import describe_loss
 from .records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
 
 
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    return tuple(versions_now().items())
+
+
 def versions() -> dict[str, str]:
+    """The versions a run records (looked up once per process: importlib.metadata is slow)."""
+    return dict(_versions())
+
+
+def versions_now() -> dict[str, str]:
     found = {}
     for package in ("lora-trace", "torch", "transformers", "peft"):
         try:

@@ -161,6 +161,19 @@ class Tracer:
             if error is None:
                 raise
             self._trace = None  # the user's exception matters more than a partial trace
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop what only building the trace needed: autograd nodes, gradient norms, the watch (which refers
+        back to this tracer, so it would otherwise wait for the cyclic garbage collector)."""
+        self._watch = None
+        self._flow = RegionFlow()
+        self._norms = {}
+        self._model_outputs = []
+        self._grads_at_start = []
+        self._before_step = None
+        self._losses = [(None, info) for _, info in self._losses]
 
     # -- hooks: observe only, return None ---------------------------------------------------------------
     def _pre_hook(self, name: str):  # noqa: ANN202

@@ -170,3 +170,17 @@ def test_an_in_place_op_after_a_lora_layer_still_works_under_the_tracer():
         y.add_(1.0)
         y.sum().backward()
     assert layer.lora_B["default"].weight.grad is not None
+
+
+def test_a_step_that_changes_frozen_weights_in_place_is_said_not_hidden(scenario):
+    """diagnose() copies only what an optimizer step (or PEFT's MultiheadAttention merge) changes; a step that
+    edits another weight in place gets a warning instead of a silent claim of restoration."""
+    head = scenario.model.speech_encoder.model.get_base_model().lm_head.weight
+
+    def step(model):
+        with torch.no_grad():
+            head.mul_(1.0)  # an in-place edit of a frozen weight
+        return model(scenario.batch)
+
+    with pytest.warns(UserWarning, match="changed 1 parameter"):
+        lora_trace.diagnose(scenario.model, step, optimizer=scenario.optimizer)
