@@ -61,7 +61,7 @@ def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> 
         sites=found.sites,
         peft_configs=peft_configs(found.named),
         calls=tuple(tracer._calls),
-        regions_run=tuple(tracer._regions_run),
+        regions_run=tracer._flow.regions_in_order(),
         cuts=tuple(cuts),
         arrivals=arrivals,
         losses=tuple(info for _, info in losses),

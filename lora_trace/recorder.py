@@ -103,7 +103,6 @@ class Tracer:
         self._found = found
         self._calls: list[ModuleCall] = []
         self._wrappers: list[str] = []
-        self._regions_run: dict[str, None] = {}
         self._grad_off: dict[tuple[CutKind, str | None], dict[str, Any]] = {}
         self._losses: list[tuple[Any, LossInfo]] = []
         self._model_outputs: list[tuple[Any, LossInfo]] = []
@@ -122,7 +121,6 @@ class Tracer:
                                                            always_call=True))
         self._flow = RegionFlow()
         for region, module in found.regions.items():
-            self._handles.keep(module.register_forward_pre_hook(self._region_hook(region)))
             self._handles.keep(module.register_forward_pre_hook(self._flow.pre_hook(region), with_kwargs=True))
             self._handles.keep(module.register_forward_hook(self._flow.post_hook(region), with_kwargs=True,
                                                             always_call=True))
@@ -253,13 +251,6 @@ class Tracer:
 
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_steps += 1
-
-    def _region_hook(self, region: str):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple) -> None:
-            if region not in self._regions_run:
-                self._regions_run[region] = None
-
-        return hook
 
     def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         with self._paused():

@@ -75,6 +75,10 @@ class RegionFlow:
 
         return hook
 
+    def regions_in_order(self) -> tuple[str, ...]:
+        """Every region that ran, in the order it first started."""
+        return tuple(dict.fromkeys(call.region for call in self._calls))
+
     def records(self, loss_nodes: list[Any]) -> tuple[tuple[RegionCall, ...], tuple[int, ...]]:
         """The region calls with their producers, and the calls whose outputs the loss reads directly."""
         parents = {c.parent for c in self._calls if c.parent is not None}
