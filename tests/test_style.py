@@ -10,8 +10,8 @@ TORCH_FREE = ["records.py", "findings.py", "serialize.py", "errors.py", "regions
 
 
 def test_ruff_is_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "lora_trace", "tests"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "lora_trace", "tests", "benchmarks", "examples"],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -22,7 +22,7 @@ def test_accelerate_prepared_model_and_optimizer():
     assert tracer.diagnosis.codes("error") == ("not-updated",)  # lr 0, seen through AcceleratedOptimizer
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning:torch._dynamo")
+@pytest.mark.filterwarnings("ignore:Dynamo does not know how to trace:UserWarning")
 def test_a_compiled_model_is_traced_through_its_original_module_and_says_so():
     scenario = causal_lm()
     compiled = torch.compile(scenario.model, backend="eager")  # dynamo without inductor: same hooks story, faster
