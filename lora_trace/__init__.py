@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import fixes, integrations
 from .compare import Comparison, compare
 from .diagnose import diagnose
 from .errors import (
@@ -54,6 +55,8 @@ __all__ = [
     "__version__",
     "compare",
     "diagnose",
+    "fixes",
+    "integrations",
     "load",
     "trace",
 ]

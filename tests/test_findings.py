@@ -26,9 +26,15 @@ def test_codes_print_by_value():
     assert {c.value for c in Code} >= {"adapter-missing", "ddp-unused", "eval-mode", "zero-grad-at-init"}
 
 
+def test_fixes_and_integrations_are_reachable_from_the_package():
+    assert callable(lora_trace.fixes.enable_lora_gradients)
+    assert callable(lora_trace.integrations.ddp.gather)
+    assert lora_trace.integrations.LoraTraceCallback.__name__ == "LoraTraceCallback"
+
+
 def test_public_surface_is_pinned():
     assert sorted(lora_trace.__all__) == sorted([
         "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError", "InvalidModelError", "LoraTraceError",
         "LossNotFoundError", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
-        "compare", "diagnose", "load", "trace",
+        "compare", "diagnose", "fixes", "integrations", "load", "trace",
     ])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["LoraTraceCallback"]
+__all__ = ["LoraTraceCallback", "ddp"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "LoraTraceCallback":  # imports transformers only when asked for
+    """Import on first use: the Trainer callback needs transformers, ddp needs torch.distributed."""
+    if name == "LoraTraceCallback":
         from .hf_trainer import LoraTraceCallback
 
         return LoraTraceCallback
+    if name == "ddp":
+        return importlib.import_module(f"{__name__}.ddp")
     raise AttributeError(name)
