@@ -21,7 +21,7 @@ from .discovery import Discovery, adapter_active, discover, is_compiled, under, 
 from .errors import TraceStateError
 from .losses import describe_loss, scalar_candidate
 from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
-from .regionflow import RegionFlow
+from .regionflow import RegionFlow, tensors_in
 from .watch import PathWatch
 
 _TRACED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models being traced right now
@@ -43,18 +43,8 @@ class HandleGroup:
 
 def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
     """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
-    found: list[TensorMeta] = []
-    pending = [value]
-    while pending and len(found) < limit:
-        item = pending.pop(0)
-        if isinstance(item, torch.Tensor):
-            found.append(TensorMeta(tuple(item.shape), str(item.dtype).replace("torch.", ""),
-                                    bool(item.requires_grad), item.grad_fn is not None))
-        elif isinstance(item, (tuple, list)):
-            pending.extend(item)
-        elif isinstance(item, dict) or (hasattr(item, "values") and hasattr(item, "keys")):
-            pending.extend(item.values())
-    return tuple(found)
+    return tuple(TensorMeta(tuple(t.shape), str(t.dtype).replace("torch.", ""), bool(t.requires_grad),
+                            t.grad_fn is not None) for t in tensors_in(value, limit))
 
 
 class Tracer:

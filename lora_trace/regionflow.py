@@ -19,12 +19,13 @@ from .records import RegionCall
 _WALK_LIMIT = 20000  # autograd nodes visited per input before giving up on finding a producer
 
 
-def _float_tensors(value: Any, limit: int = 16) -> list[torch.Tensor]:
+def tensors_in(value: Any, limit: int, *, floating_only: bool = False) -> list[torch.Tensor]:
+    """The first `limit` tensors inside a call's arguments or output (tuples, lists, dicts, ModelOutputs)."""
     found, pending = [], [value]
     while pending and len(found) < limit:
         item = pending.pop(0)
         if isinstance(item, torch.Tensor):
-            if item.is_floating_point():
+            if not floating_only or item.is_floating_point():
                 found.append(item)
         elif isinstance(item, (tuple, list)):
             pending.extend(item)
@@ -55,7 +56,7 @@ class RegionFlow:
 
     def pre_hook(self, region: str):  # noqa: ANN201
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            tensors = _float_tensors((args, kwargs))
+            tensors = tensors_in((args, kwargs), 16, floating_only=True)
             call = _Call(len(self._calls), region, self._open[-1] if self._open else None, torch.is_grad_enabled())
             call.inputs = [t.grad_fn for t in tensors if t.grad_fn is not None]
             call.has_float_input_without_graph = any(t.grad_fn is None for t in tensors)
@@ -69,7 +70,7 @@ class RegionFlow:
             if not self._open:
                 return
             call = self._calls[self._open.pop()]
-            call.outputs = [t.grad_fn for t in _float_tensors(output) if t.grad_fn is not None]
+            call.outputs = [t.grad_fn for t in tensors_in(output, 16, floating_only=True) if t.grad_fn is not None]
             self._clock += 1
             call.ended = self._clock
 
