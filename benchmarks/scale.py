@@ -61,7 +61,7 @@ def meta7b_job(*, repeats: int = 2) -> dict[str, Any]:
 def _note(note: str) -> str:
     """A trace note in English: notes are message keys where the package has a message catalogue."""
     try:
-        from lora_trace.messages import MESSAGES
+        from lora_trace.core.messages import MESSAGES
     except ImportError:
         return note
     entry = MESSAGES.get(note)

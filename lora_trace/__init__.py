@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import fixes, integrations
-from .compare import Comparison, compare
-from .diagnose import diagnose
-from .errors import (
+from .analysis.compare import Comparison, compare
+from .capture.dry_run import diagnose
+from .capture.tracer import Tracer
+from .core.errors import (
     GraphvizMissingError,
     InvalidModelError,
     LoraTraceError,
@@ -22,9 +23,8 @@ from .errors import (
     RunFormatError,
     TraceStateError,
 )
-from .findings import Code, Diagnosis, Finding, Severity
-from .recorder import Tracer
-from .serialize import load
+from .core.findings import Code, Diagnosis, Finding, Severity
+from .core.serialize import load
 
 __version__ = "0.1.0"
 

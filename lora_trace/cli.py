@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import LoraTraceError
+from .core.errors import LoraTraceError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .serialize import load
+    from .core.serialize import load
 
     diagnosis = load(args.run)
     if args.json:
@@ -59,22 +59,22 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .serialize import load
+    from .core.serialize import load
 
     print(f"wrote {load(args.run).render(args.output, expand=args.expand)}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report_html import write_html
-    from .serialize import load
+    from .core.serialize import load
+    from .present.html import write_html
 
     print(f"wrote {write_html(load(args.run), args.output, lang=args.lang, expand=args.expand)}")
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .compare import compare, render_comparison
+    from .analysis.compare import compare, render_comparison
 
     result = compare(args.a, args.b)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)
@@ -84,7 +84,7 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _targets(args: argparse.Namespace) -> int:
-    from .coverage import coverage, format_coverage, model_from_config
+    from .capture.coverage import coverage, format_coverage, model_from_config
 
     model = model_from_config(args.config)
     result = coverage(model, target_modules=args.target_regex or list(args.target_modules),

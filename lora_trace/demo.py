@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, TextIO
 
-from .diagnose import diagnose
+from .capture.dry_run import diagnose
 from .scenarios import contrastive_qwen2_audio, measure_gradients
 from .scenarios.contrastive_model import AUDIO_TOWER
 
@@ -62,8 +62,8 @@ def run_demo(*, fixed: bool, out: str | None, stream: TextIO, lang: str = "en", 
 
 def _write_artefacts(diagnosis: Any, out: str, lang: str, say: Any) -> None:
     """run.json, graph.svg (graph.dot without graphviz) and report.html."""
-    from .errors import GraphvizMissingError
-    from .report_html import write_html
+    from .core.errors import GraphvizMissingError
+    from .present.html import write_html
 
     os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "run.json")]

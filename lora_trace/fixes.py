@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from .discovery import lora_modules, unwrap
-from .targets import candidate_modules, exact_target_regex
+from .capture.discovery import lora_modules, unwrap
+from .capture.matching import candidate_modules, exact_target_regex
 
 _LINEAR = {"Linear", "Conv1D"}
 

@@ -1,7 +1,7 @@
 """Finding order (design §1) and the public surface."""
 
 import lora_trace
-from lora_trace.findings import Code, Finding, order_findings
+from lora_trace.core.findings import Code, Finding, order_findings
 
 
 def _f(code, severity="error", location=None):

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 import lora_trace
-from lora_trace.graph import build_graph
+from lora_trace.present.graph import build_graph
 from lora_trace.scenarios import contrastive_qwen2_audio
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lora_trace
-from lora_trace.errors import InvalidModelError, LossNotFoundError, TraceStateError
+from lora_trace.core.errors import InvalidModelError, LossNotFoundError, TraceStateError
 from lora_trace.scenarios import contrastive_qwen2_audio
 
 from .helpers import hook_snapshot, traced_step

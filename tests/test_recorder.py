@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lora_trace
-from lora_trace.regions import region_of
+from lora_trace.core.regions import region_of
 from lora_trace.scenarios import FAULTS, STRATEGIES, TARGETS, contrastive_qwen2_audio
 
 from .helpers import traced_step
@@ -16,7 +16,7 @@ ALL = list(itertools.product(TARGETS, STRATEGIES, FAULTS))
 
 def _relative(source):
     path, line = source
-    return lora_trace.locate.format_location(path, line)
+    return lora_trace.capture.locate.format_location(path, line)
 
 
 def _assert_matches_truth(diagnosis, truth):

@@ -1,6 +1,6 @@
 import pytest
 
-from lora_trace.regions import region_of, short_name
+from lora_trace.core.regions import region_of, short_name
 
 
 @pytest.mark.parametrize(

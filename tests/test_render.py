@@ -9,9 +9,9 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 import lora_trace
-from lora_trace.errors import GraphvizMissingError
-from lora_trace.graph import build_graph
-from lora_trace.render import to_dot
+from lora_trace.core.errors import GraphvizMissingError
+from lora_trace.present.dot import to_dot
+from lora_trace.present.graph import build_graph
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 EVIL = '<script>alert("x")</script>\\'

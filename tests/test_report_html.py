@@ -6,7 +6,7 @@ import re
 import pytest
 
 import lora_trace
-from lora_trace.report_html import render_html, write_html
+from lora_trace.present.html import render_html, write_html
 
 from .browser import chromium, open_page
 from .test_render import EVIL, evil_diagnosis

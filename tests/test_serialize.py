@@ -6,9 +6,9 @@ import math
 import pytest
 
 import lora_trace
-from lora_trace.errors import RunFormatError
+from lora_trace.core.errors import RunFormatError
+from lora_trace.core.serialize import SCHEMA_VERSION, diagnosis_to_dict
 from lora_trace.scenarios import contrastive_qwen2_audio
-from lora_trace.serialize import SCHEMA_VERSION, diagnosis_to_dict
 
 from .helpers import traced_step
 

@@ -5,8 +5,9 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TORCH_FREE = ["records.py", "findings.py", "serialize.py", "errors.py", "regions.py", "report_text.py", "messages.py",
-              "graph.py", "render.py", "report_html.py", "compare.py"]
+TORCH_FREE = ["core/records.py", "core/findings.py", "core/serialize.py", "core/errors.py", "core/regions.py",
+              "present/text.py", "core/messages.py", "present/graph.py", "present/dot.py", "present/html.py",
+              "analysis/compare.py"]
 
 
 def test_ruff_is_clean():
@@ -24,7 +25,7 @@ def test_saved_runs_load_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
             "import importlib.util, pathlib\n"
             f"for name in {TORCH_FREE!r}:\n"
-            "    __import__('lora_trace.' + name[:-3])\n")
+            "    __import__('lora_trace.' + name[:-3].replace('/', '.'))\n")
     # the package __init__ imports torch-using modules; load the torch-free ones through a stub package
     stub = ("import sys, types, pathlib\n"
             f"pkg = types.ModuleType('lora_trace'); pkg.__path__ = [{str(ROOT / 'lora_trace')!r}]\n"

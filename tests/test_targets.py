@@ -4,10 +4,10 @@ import pytest
 import torch
 from peft import LoraConfig
 
+from lora_trace.capture.matching import candidate_modules, entry_table, exact_target_regex, glob_to_regex, matches
 from lora_trace.fixes import enable_lora_gradients, suggest_target_modules
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.causal_lm import causal_lm
-from lora_trace.targets import candidate_modules, entry_table, exact_target_regex, glob_to_regex, matches
 
 
 @pytest.fixture(scope="module")

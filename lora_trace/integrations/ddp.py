@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..findings import Code, Diagnosis, Finding, Severity, make_finding, order_findings
-from ..messages import join, text
-from ..regions import short_name
-from ..serialize import diagnosis_from_dict, diagnosis_to_dict
+from ..core.findings import Code, Diagnosis, Finding, Severity, make_finding, order_findings
+from ..core.messages import join, text
+from ..core.regions import short_name
+from ..core.serialize import diagnosis_from_dict, diagnosis_to_dict
 
 DEFAULT_TIMEOUT = datetime.timedelta(seconds=120)
 

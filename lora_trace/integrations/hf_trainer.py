@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ..errors import GraphvizMissingError
-from ..recorder import Tracer
+from ..capture.tracer import Tracer
+from ..core.errors import GraphvizMissingError
 
 logger = logging.getLogger("lora_trace")
 

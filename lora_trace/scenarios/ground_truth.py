@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..regions import region_of
+from ..core.regions import region_of
 from .base import Scenario
 
 

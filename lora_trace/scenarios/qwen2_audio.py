@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..regions import region_of
+from ..core.regions import region_of
 from .base import ExpectedFinding, Scenario, Truth, marked_line
 from .contrastive_model import (
     AUDIO_TOWER,

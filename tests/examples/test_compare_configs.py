@@ -1,6 +1,6 @@
 """The sweep example prints the right matrix: checked against plain PyTorch gradients."""
 
-from lora_trace.regions import region_of
+from lora_trace.core.regions import region_of
 from lora_trace.scenarios import contrastive_qwen2_audio, measure_gradients
 
 from ..helpers import load_example

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import lora_trace
-from lora_trace.locate import format_location
+from lora_trace.capture.locate import format_location
 from lora_trace.scenarios.base import marked_line
 
 from .random_models import CUT_KINDS, EXPECTED_CODE, FAULT_FUNCTION, BlockSpec, Cut, Region, Spec, build, specs

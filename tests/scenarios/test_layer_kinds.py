@@ -5,6 +5,7 @@ import itertools
 import pytest
 
 import lora_trace
+from lora_trace.capture.discovery import discover
 from lora_trace.scenarios import measure_gradients
 from lora_trace.scenarios.layer_kinds import KIND_FAULTS, layer_kinds
 
@@ -27,15 +28,15 @@ def test_the_diagnosis_matches_the_truth(dora, two, fault):
         finding = diagnosis.findings[0]
         assert finding.modules == ("base_model.model.proj",)
         path, line = scenario.truth.findings[0].source
-        assert finding.location == lora_trace.locate.format_location(path, line)
+        assert finding.location == lora_trace.capture.locate.format_location(path, line)
 
 
 def test_every_kind_is_found_with_its_parameters():
-    sites = {s.module.rsplit(".", 1)[-1]: s for s in lora_trace.discovery.discover(layer_kinds(dora=True).model).sites}
+    sites = {s.module.rsplit(".", 1)[-1]: s for s in discover(layer_kinds(dora=True).model).sites}
     assert sites["embed"].layer_type == "Embedding"
     assert {p.role for p in sites["embed"].params} == {"lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
     assert {sites[k].layer_type for k in ("conv1", "conv2", "proj")} == {"Conv1d", "Conv2d", "Linear"}
-    attn = lora_trace.discovery.discover(layer_kinds().model).sites
+    attn = lora_trace.capture.discovery.discover(layer_kinds().model).sites
     assert "MultiheadAttention" in {s.layer_type for s in attn}
 
 

@@ -6,7 +6,7 @@ import linecache
 import pytest
 import torch
 
-from lora_trace.regions import region_of
+from lora_trace.core.regions import region_of
 from lora_trace.scenarios import FAULTS, STRATEGIES, TARGETS, contrastive_qwen2_audio, measure_gradients
 from lora_trace.scenarios.ground_truth import GradientState
 

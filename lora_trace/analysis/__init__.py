@@ -1,18 +1,21 @@
-"""The rules: one module per family, each turning Facts into Findings; here they are ordered and folded."""
+"""Analysis: from a frozen `Trace` to a `Diagnosis`. Facts are derived once (`facts`), the rules
+(`rules/`) turn them into findings, which are ordered and folded here; comparisons of runs live here too.
+Torch-free, so saved runs are judged anywhere. May import: `lora_trace.core` only.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from ..findings import Code, Diagnosis, Finding, Severity, order_findings
-from ..messages import text
-from ..records import Trace
-from .config import check_config
+from ..core.findings import Code, Diagnosis, Finding, Severity, order_findings
+from ..core.messages import text
+from ..core.records import Trace
 from .facts import Facts
-from .gradients import check_gradients
-from .paths import check_paths
-from .targets import check_targets
-from .updates import check_updates
+from .rules.config import check_config
+from .rules.gradients import check_gradients
+from .rules.paths import check_paths
+from .rules.targets import check_targets
+from .rules.updates import check_updates
 
 
 def diagnose_trace(trace: Trace) -> Diagnosis:

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from .errors import LossNotFoundError
-from .records import LossInfo
+from ..core.errors import LossNotFoundError
+from ..core.records import LossInfo
 
 
 def find_loss(result: Any) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from ..findings import Code, Finding, Severity, make_finding
-from ..messages import text
-from .facts import Facts, names
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import text
+from ..facts import Facts, names
 
 
 def check_updates(facts: Facts) -> list[Finding]:

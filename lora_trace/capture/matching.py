@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from .records import TargetEntry
+from ..core.records import TargetEntry
 
 _SUPPORTED = {"Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "MultiheadAttention", "Conv1D"}
 _GLOB = re.compile(r"[*?\[\]]")  # a wildcard or regex attempt in a list entry, which PEFT takes literally

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..records import LoraSite, ModuleCall, Trace
-from ..regions import short_name
+from ..core.records import LoraSite, ModuleCall, Trace
+from ..core.regions import short_name
 
 
 @dataclass(frozen=True)

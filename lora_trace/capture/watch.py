@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..core.records import CutKind
 from . import locate
-from .records import CutKind
 
 _CUTTING: dict[Any, CutKind] = {
     torch.Tensor.detach: CutKind.DETACH,

@@ -3,11 +3,11 @@ checkpointing, a branch off the loss. Each finding explains trainable LoRA param
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity, make_finding
-from ..messages import at, join, place, text
-from ..records import Cut, CutKind, LoraSite
-from ..regions import short_name
-from .facts import Facts, names
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import at, join, place, text
+from ...core.records import Cut, CutKind, LoraSite
+from ...core.regions import short_name
+from ..facts import Facts, names
 
 _DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM)
 _CUT_PREFERENCE = [CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.NO_GRAD, CutKind.INFERENCE_MODE,

@@ -19,7 +19,7 @@ _LIBRARY_PACKAGES = (
     "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy",
 )
 _MACHINERY = tuple(os.path.join("torch", *p) for p in (("overrides.py",), ("nn", "modules", "module.py")))
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lora_trace/
 _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code
 _STDLIB = os.path.normcase(os.path.abspath(sysconfig.get_paths()["stdlib"]))
 _GRAD_OFF = re.compile(r"\b(no_grad|inference_mode|set_grad_enabled)\b")

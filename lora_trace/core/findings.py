@@ -113,7 +113,7 @@ class Diagnosis:
         return tuple(f.code for f in self.findings if severity is None or f.severity == severity)
 
     def report(self, lang: str = "en", *, color: bool = False) -> str:
-        from .report_text import render_report
+        from ..present.text import render_report
 
         return render_report(self, lang=lang, color=color)
 
@@ -127,15 +127,15 @@ class Diagnosis:
 
     def lora_states(self) -> dict[str, str]:
         """LoRA module -> "grad" (got a gradient) | "severed" (ran, cut) | "never" (never ran) | "frozen"."""
-        from .checks.facts import Facts
-        from .graph import lora_state
+        from ..analysis.facts import Facts
+        from ..present.graph import lora_state
 
         facts = Facts(self.trace)
         return {site.module: lora_state(facts, site.module) for site in self.trace.sites}
 
     def render(self, path: str, *, expand: bool = False) -> str:
         """Draw the encoding path: .svg / .png / .pdf / .dot by suffix (needs graphviz's `dot` for images)."""
-        from .render import render
+        from ..present.dot import render
 
         return render(self, path, expand=expand)
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .records import RegionCall
+from ..core.records import RegionCall
 
 _WALK_LIMIT = 20000  # autograd nodes visited per input before giving up on finding a producer
 

@@ -9,10 +9,10 @@ import math
 import shutil
 from typing import Any
 
-from .checks.facts import Facts
+from ..analysis.facts import Facts
+from ..core.regions import short_name
+from .dot import to_dot
 from .graph import build_graph, lora_state
-from .regions import short_name
-from .render import to_dot
 
 _STATE_COLOR = {"grad": "#2e7d32", "severed": "#c62828", "never": "#9e9e9e", "frozen": "#ef6c00"}
 _CSS = """

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity, make_finding
-from ..messages import text
-from .facts import Facts, names
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import text
+from ..facts import Facts, names
 
 
 def check_gradients(facts: Facts) -> list[Finding]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .records import Reachability
+from ..core.records import Reachability
 
 _OPAQUE = ("CheckpointFunctionBackward",)  # reentrant checkpoint: its inner graph is built only in backward
 

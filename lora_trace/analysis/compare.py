@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks.facts import Facts
-from .findings import Diagnosis, Finding
-from .regions import short_name
-from .serialize import load
+from ..core.findings import Diagnosis, Finding
+from ..core.regions import short_name
+from ..core.serialize import load
+from .facts import Facts
 
 _CONFIG_KEYS = ("target_modules", "exclude_modules", "r", "lora_alpha", "lora_dropout", "use_dora", "use_rslora",
                 "layers_to_transform", "layers_pattern", "modules_to_save", "init_lora_weights", "bias")
@@ -157,7 +157,7 @@ def format_comparison(c: Comparison) -> str:
 
 def comparison_graph(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Any:
     """Run b's encoding-path graph with each LoRA group marked by the layers it gained or lost against a."""
-    from .graph import build_graph
+    from ..present.graph import build_graph
 
     run_a, run_b = _as_diagnosis(a), _as_diagnosis(b)
     result = compare(run_a, run_b)
@@ -176,6 +176,6 @@ def comparison_graph(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str |
 
 def render_comparison(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str],
                       path: str) -> str:
-    from .render import render_dot, to_dot
+    from ..present.dot import render_dot, to_dot
 
     return render_dot(to_dot(comparison_graph(a, b)), path)

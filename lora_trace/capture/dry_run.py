@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.findings import Diagnosis
 from .discovery import is_lora_layer, unwrap
-from .findings import Diagnosis
 from .losses import find_loss
-from .recorder import Tracer
+from .tracer import Tracer
 
 
 class _SavedState:

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InvalidModelError
-from .records import LoraParam, LoraSite, TargetEntry
-from .regions import region_of
-from .targets import candidate_modules, entry_table
+from ..core.errors import InvalidModelError
+from ..core.records import LoraParam, LoraSite, TargetEntry
+from ..core.regions import region_of
+from .matching import candidate_modules, entry_table
 
 _WRAPPER_SEGMENTS = ("_orig_mod",)
 

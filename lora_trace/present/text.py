@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .checks.facts import Facts
-from .findings import Severity
-from .messages import MESSAGES
-from .regions import short_name
+from ..analysis.facts import Facts
+from ..core.findings import Severity
+from ..core.messages import MESSAGES
+from ..core.regions import short_name
 
 _COLORS = {"ok": "32", "FAIL": "31", "warn": "33", "n/a": "90", "info": "36"}
 LABELS = {

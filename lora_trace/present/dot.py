@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 
-from .errors import GraphvizMissingError
+from ..core.errors import GraphvizMissingError
 from .graph import build_graph
 
 FORMATS = ("svg", "png", "pdf", "dot")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity, make_finding
-from ..messages import LANGUAGES, join, text
-from ..records import LoraSite
-from .facts import Facts, names
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import LANGUAGES, join, text
+from ...core.records import LoraSite
+from ..facts import Facts, names
 
 
 def check_config(facts: Facts) -> list[Finding]:

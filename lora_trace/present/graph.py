@@ -15,8 +15,8 @@ from typing import Any
 
 import networkx as nx
 
-from .checks.facts import Facts
-from .regions import short_name
+from ..analysis.facts import Facts
+from ..core.regions import short_name
 
 LORA_STATES = ("grad", "severed", "never", "frozen")
 _CUT_CODES = {"grad-disabled", "detached", "checkpoint-no-grad", "lora-bypassed"}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..findings import Code, Finding, Severity, make_finding
-from ..messages import join, text
-from ..regions import region_of, short_name
-from .facts import Facts
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import join, text
+from ...core.regions import region_of, short_name
+from ..facts import Facts
 
 
 def check_targets(facts: Facts) -> list[Finding]:

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..core.errors import TraceStateError
+from ..core.records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
 from . import locate
 from .discovery import Discovery, adapter_active, discover, is_compiled, under, unwrap, unwrap_optimizer
-from .errors import TraceStateError
 from .losses import describe_loss, scalar_candidate
-from .records import CutKind, LossInfo, ModuleCall, Phase, TensorMeta, Trace
 from .regionflow import RegionFlow, tensors_in
 from .watch import PathWatch
 
@@ -210,7 +210,7 @@ class Tracer:
 
     def _watch_adaptable(self, found: Discovery) -> None:
         """Deep mode: which layers LoRA could adapt ran with grad, so a target_modules fix can be checked."""
-        from .targets import candidate_modules
+        from .matching import candidate_modules
 
         self._adaptable_run = {}
         for prefix in found.tuners:
@@ -312,7 +312,7 @@ class Tracer:
     @property
     def diagnosis(self) -> Any:
         if self._diagnosis is None:
-            from .checks import diagnose_trace
+            from ..analysis import diagnose_trace
 
             self._diagnosis = diagnose_trace(self.trace)
         return self._diagnosis
@@ -321,8 +321,8 @@ class Tracer:
         """The diagnosis; with `loss`, the autograd walk starts from that tensor (autograd.grad users)."""
         if loss is None:
             return self.diagnosis
+        from ..analysis import diagnose_trace
         from .build import with_explicit_loss
-        from .checks import diagnose_trace
 
         return diagnose_trace(with_explicit_loss(self.trace, loss, self._found.param_names))
 

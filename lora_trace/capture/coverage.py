@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import InvalidModelError
-from .records import TargetEntry
-from .regions import region_of
-from .targets import candidate_modules, entry_table, matches
+from ..core.errors import InvalidModelError
+from ..core.records import TargetEntry
+from ..core.regions import region_of
+from .matching import candidate_modules, entry_table, matches
 
 
 def model_from_config(path: str) -> nn.Module:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
 from .autograd import walk
 from .discovery import peft_configs
 from .losses import describe_loss
-from .records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
 
 
 @functools.cache
@@ -37,7 +37,7 @@ def versions_now() -> dict[str, str]:
 
 def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> Trace:
     found = tracer._found
-    notes: list[str] = []  # keys of lora_trace.messages, rendered in the report's language
+    notes: list[str] = []  # keys of lora_trace.core.messages, rendered in the report's language
     losses = tracer._losses or tracer._model_outputs
     roots = [node for node, _ in losses if node is not None]
     reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
@@ -159,7 +159,7 @@ def _target_suggestions(tracer: Any, found: Any) -> dict[str, str]:
     """For each PEFT model with LoRA that never ran: a target regex selecting the linear layers that did."""
     if tracer._adaptable_run is None:
         return {}
-    from .fixes import suggest_target_modules
+    from ..fixes import suggest_target_modules
 
     called = {call.module for call in tracer._calls if call.grad_enabled}
     ran_names = set(tracer._adaptable_run) | called
