@@ -1,18 +1,19 @@
-"""Turn what a tracer recorded into a frozen, torch-free Trace (runs once, when the block ends)."""
+"""Turn the Recording of a traced step into a frozen, torch-free Trace (runs once, when the block ends)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import importlib.metadata
-from typing import Any
+import math
 
 import torch
 
 from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
 from .autograd import walk
-from .discovery import peft_configs
+from .discovery import Discovery, peft_configs
 from .losses import describe_loss
+from .recording import GradCounter, Recording
 
 
 @functools.cache
@@ -35,134 +36,138 @@ def versions_now() -> dict[str, str]:
     return found
 
 
-def build_trace(tracer: Any, *, complete: bool, error: BaseException | None) -> Trace:
-    found = tracer._found
-    notes: list[str] = []  # keys of lora_trace.core.messages, rendered in the report's language
-    losses = tracer._losses or tracer._model_outputs
-    roots = [node for node, _ in losses if node is not None]
+def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) -> Trace:
+    found = rec.found
+    notes: list[str] = []  # keys of the message catalogue, rendered in the report's language
+    losses = rec.losses or rec.model_outputs
+    roots = [seen.node for seen in losses if seen.node is not None]
     reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
     if not losses:
         notes.append("note.no-loss")
-    arrivals = _arrivals(tracer._norms)
+    arrivals = _arrivals(rec.grads)
     if any(a.norm is None for a in arrivals):
         notes.append("note.meta")
-    region_calls, loss_fed_by = tracer._flow.records(roots)
-    cuts = _grad_off_cuts(tracer, found) + (_watch_cuts(tracer._watch, found) if tracer._watch else [])
-    if not tracer._deep:
+    region_calls, loss_fed_by = rec.flow.records(roots)
+    cuts = _grad_off_cuts(rec) + _watch_cuts(rec)
+    if not rec.deep:
         notes.append("note.default-mode")
-    if tracer._compiled:
+    if rec.compiled:
         notes.append("note.compiled")
     return Trace(
-        label=tracer._label,
+        label=rec.label,
         complete=complete,
-        deep=tracer._deep,
+        deep=rec.deep,
         model_class=type(found.root).__name__,
         versions=versions(),
         sites=found.sites,
         peft_configs=peft_configs(found.named),
-        calls=tuple(tracer._calls),
-        regions_run=tracer._flow.regions_in_order(),
+        calls=tuple(rec.calls),
+        regions_run=rec.flow.regions_in_order(),
         cuts=tuple(cuts),
         arrivals=arrivals,
-        losses=tuple(info for _, info in losses),
+        losses=tuple(seen.info for seen in losses),
         reachability=reachability,
-        eval_modules=tracer._eval_modules,
-        optimizer=_optimizer_info(tracer, found),
-        backward=tracer.backward_ran(),
+        eval_modules=rec.eval_modules,
+        optimizer=_optimizer_info(rec),
+        backward=rec.backward_ran(),
         targets=found.targets,
-        adaptable_run=None if tracer._adaptable_run is None else tuple(tracer._adaptable_run),
-        target_suggestions=_target_suggestions(tracer, found),
-        optimizer_steps=tracer._optimizer_steps,
-        scaler_skipped=_scaler_skipped(tracer),
+        adaptable_run=None if rec.adaptable_run is None else tuple(rec.adaptable_run),
+        target_suggestions=_target_suggestions(rec),
+        optimizer_steps=rec.optimizer_steps,
+        scaler_skipped=_scaler_skipped(rec),
         region_calls=region_calls,
         loss_fed_by=loss_fed_by,
-        labels_all_ignored=tracer._labels_all_ignored,
+        labels_all_ignored=rec.labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         notes=tuple(notes),
     )
 
 
-def _arrivals(norms: dict[str, list[Any]]) -> tuple[GradArrival, ...]:
-    names = sorted(norms)
+def _arrivals(grads: dict[str, GradCounter]) -> tuple[GradArrival, ...]:
+    names = sorted(grads)
     values: dict[str, float | None] = dict.fromkeys(names)
     by_device: dict[torch.device, list[str]] = {}
     for name in names:
-        norm = norms[name][1]
+        norm = grads[name].norm
         if norm is not None and norm.device.type != "meta":
             by_device.setdefault(norm.device, []).append(name)
     for group in by_device.values():  # one synchronisation per device, not one per parameter
-        for name, value in zip(group, torch.stack([norms[n][1] for n in group]).tolist(), strict=True):
+        for name, value in zip(group, torch.stack([grads[n].norm for n in group]).tolist(), strict=True):
             values[name] = float(value)
     arrivals = []
     for name in names:
         value = values[name]
-        finite = None if value is None else value == value and value not in (float("inf"), float("-inf"))
-        arrivals.append(GradArrival(name, norms[name][0], value, None if value is None else value == 0.0, finite))
+        finite = None if value is None else math.isfinite(value)
+        arrivals.append(GradArrival(name, grads[name].count, value, None if value is None else value == 0.0, finite))
     return tuple(arrivals)
 
 
-def _trainable(found: Any, modules: list[str]) -> tuple[str, ...]:
+def _trainable(found: Discovery, modules: list[str]) -> tuple[str, ...]:
     by_module = {site.module: site for site in found.sites}
     return tuple(p for m in modules for p in by_module[m].trainable_params)
 
 
-def _grad_off_cuts(tracer: Any, found: Any) -> list[Cut]:
+def _grad_off_cuts(rec: Recording) -> list[Cut]:
     cuts = []
-    for (kind, location), entry in sorted(tracer._grad_off.items(), key=lambda item: item[1]["index"]):
-        modules = list(entry["modules"])
+    for place in sorted(rec.grad_off.values(), key=lambda p: p.index):
+        modules = list(place.modules)
         detail = "LoRA layers ran with grad disabled"
-        if kind is CutKind.CHECKPOINT:
-            detail = f"reentrant checkpoint forward; tensor inputs requires_grad={list(entry.get('inputs', ()))}"
-        cuts.append(Cut(kind, location, entry["site"].stack, detail, _trainable(found, modules), tuple(modules)))
+        if place.kind is CutKind.CHECKPOINT:
+            detail = ("reentrant checkpoint forward; tensor inputs requires_grad="
+                      f"{list(place.site.checkpoint_inputs or ())}")
+        cuts.append(Cut(place.kind, place.site.location, place.site.stack, detail, _trainable(rec.found, modules),
+                        tuple(modules)))
     return cuts
 
 
-def _watch_cuts(watch: Any, found: Any) -> list[Cut]:
+def _watch_cuts(rec: Recording) -> list[Cut]:
+    found = rec.found
+    module_of = {p.name: site.module for site in found.sites for p in site.params}
     cuts = []
-    for candidate in watch.candidates.values():
+    for candidate in rec.candidates.values():
         if candidate.kind is CutKind.DIRECT_WEIGHT:
             params = _trainable(found, sorted(candidate.modules))
         else:
             params = walk(candidate.nodes, found.param_names).params
         if not params:
             continue  # cuts nothing that holds LoRA: a log line's .item(), a frozen reference model
-        modules = sorted(candidate.modules) or sorted({p.rsplit(".lora_", 1)[0] for p in params})
+        modules = sorted(candidate.modules) or sorted({module_of[p] for p in params})
         cuts.append(Cut(candidate.kind, candidate.site.location, candidate.site.stack, candidate.detail,
                         tuple(params), tuple(modules), candidate.count, downstream=True))
     return cuts
 
 
-def _optimizer_info(tracer: Any, found: Any) -> OptimizerInfo | None:
-    optimizer = tracer._optimizer
+def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
+    optimizer, found = rec.optimizer, rec.found
     if optimizer is None:
         return None
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     params = tuple(sorted(name for key, name in found.param_names.items() if key in held))
     updated = None
-    if tracer._before_step:
-        by_id = {id(p): p for layer in found.lora.values() for p in layer.parameters()}
-        current = {name: by_id[key] for key, name in found.param_names.items() if key in held}
+    if rec.start.values:
+        current = dict(found.lora_params())
         with torch.no_grad():
-            updated = tuple(sorted(n for n, before in tracer._before_step.items()
+            updated = tuple(sorted(n for n, before in rec.start.values.items()
                                    if not torch.equal(before, current[n].detach())))
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated)
 
 
-def _scaler_skipped(tracer: Any) -> bool | None:
+def _scaler_skipped(rec: Recording) -> bool | None:
     """A GradScaler lowers its scale exactly when it found inf/NaN and skipped optimizer.step()."""
-    if tracer._scaler is None or tracer._scale_at_start is None:
+    if rec.scaler is None or rec.start.scale is None:
         return None
-    return bool(tracer._scaler.get_scale() < tracer._scale_at_start)
+    return bool(rec.scaler.get_scale() < rec.start.scale)
 
 
-def _target_suggestions(tracer: Any, found: Any) -> dict[str, str]:
+def _target_suggestions(rec: Recording) -> dict[str, str]:
     """For each PEFT model with LoRA that never ran: a target regex selecting the linear layers that did."""
-    if tracer._adaptable_run is None:
+    if rec.adaptable_run is None:
         return {}
-    from ..fixes import suggest_target_modules
+    from .matching import suggest_target_modules
 
-    called = {call.module for call in tracer._calls if call.grad_enabled}
-    ran_names = set(tracer._adaptable_run) | called
+    found = rec.found
+    called = {call.module for call in rec.calls if call.grad_enabled}
+    ran_names = set(rec.adaptable_run) | called
     suggestions = {}
     for prefix, tuner in found.tuners.items():
         held = [site.module for site in found.sites if site.module.startswith(prefix + ".")]

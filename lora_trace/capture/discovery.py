@@ -219,6 +219,11 @@ class Discovery:
     tuners: dict[str, nn.Module]  # base-model prefix -> LoRA tuner
     targets: tuple[TargetEntry, ...]
 
+    def lora_params(self) -> list[tuple[str, nn.Parameter]]:
+        """(qualified name, parameter) of every LoRA parameter, in discovery order."""
+        by_id = {id(p): p for layer in self.lora.values() for p in layer.parameters()}
+        return [(name, by_id[key]) for key, name in self.param_names.items()]
+
 
 def discover(model: object) -> Discovery:
     root = unwrap(model)

@@ -137,3 +137,22 @@ def exact_target_regex(selected: Iterable[str], modules: dict[str, str], config:
         if set(matches(candidate, modules)) == wanted:
             return candidate.target_modules
     return None
+
+
+_LINEAR = {"Linear", "Conv1D"}
+
+
+def suggest_target_modules(base_model: nn.Module, ran: Iterable[str], *, config: object = None) -> str | None:
+    """A target_modules regex that PEFT's matching confirms selects exactly the linear layers in `ran`.
+
+    `base_model` is the model PEFT wraps (`peft_model.get_base_model()`); `ran` holds module names relative
+    to it (what a traced step ran through). The model's output embedding (lm_head) is never suggested.
+    """
+    from peft import LoraConfig
+
+    named = list(base_model.named_modules())
+    output = getattr(base_model, "get_output_embeddings", lambda: None)()
+    head = {name for name, module in named if output is not None and module is output}
+    modules = {n: t for n, t in candidate_modules(named).items() if t in _LINEAR and n not in head}
+    wanted = [n for n in ran if n in modules]
+    return exact_target_regex(wanted, modules, config if config is not None else LoraConfig(target_modules="x"))

@@ -53,6 +53,7 @@ class PathWatch(TorchFunctionMode):
         inside_wrapper: Callable[[str], bool],
         on_loss: Callable[[torch.Tensor, str], None],
         in_checkpoint_forward: Callable[[], bool],
+        candidates: dict[tuple[CutKind, str | None, str], CutCandidate] | None = None,
     ) -> None:
         super().__init__()
         self._base_weights = base_weights
@@ -60,7 +61,7 @@ class PathWatch(TorchFunctionMode):
         self._on_loss = on_loss
         self._in_checkpoint_forward = in_checkpoint_forward
         self._local = threading.local()
-        self.candidates: dict[tuple[CutKind, str | None, str], CutCandidate] = {}
+        self.candidates = candidates if candidates is not None else {}  # filled in place: the recording's
 
     def pause(self) -> _Paused:
         """Our own hooks run inside the mode; their tensor calls are not the user's."""

@@ -1,0 +1,185 @@
+"""The observers of a traced step. Each hook writes what it saw into the step's `Recording` and returns None.
+
+Default mode: forward pre/post hooks on every PEFT LoRA layer, pre/post hooks on each region's root module,
+a forward hook on the model (a loss it returns, its `labels`), post-accumulate-grad hooks on trainable LoRA
+parameters, an optimizer step hook. Deep mode adds hooks on adaptable layers (to check a target_modules fix)
+and the scoped TorchFunctionMode of watch.py. No full-backward module hooks: they wrap outputs and make a
+healthy in-place op after a LoRA layer raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
+from . import locate
+from .discovery import adapter_active, under
+from .losses import describe_loss, scalar_candidate
+from .recording import GradCounter, GradOffPlace, LossSeen, Recording
+from .regionflow import tensors_in
+from .watch import PathWatch
+
+
+def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
+    """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
+    return tuple(TensorMeta(tuple(t.shape), str(t.dtype).replace("torch.", ""), bool(t.requires_grad),
+                            t.grad_fn is not None) for t in tensors_in(value, limit))
+
+
+class StepHooks:
+    """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
+
+    def __init__(self, rec: Recording, keep: Callable[[RemovableHandle], None]) -> None:
+        self.rec = rec
+        self._keep = keep
+        self.watch: PathWatch | None = None
+
+    def install(self) -> None:
+        rec, keep = self.rec, self._keep
+        for name, layer in rec.found.lora.items():
+            keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+            keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True, always_call=True))
+        for region, module in rec.found.regions.items():
+            keep(module.register_forward_pre_hook(rec.flow.pre_hook(region), with_kwargs=True))
+            keep(module.register_forward_hook(rec.flow.post_hook(region), with_kwargs=True, always_call=True))
+        keep(rec.found.root.register_forward_hook(self._root_hook))
+        keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
+        if rec.optimizer is not None:
+            keep(rec.optimizer.register_step_post_hook(self._step_hook))
+        for name, param in rec.found.lora_params():
+            if param.requires_grad:
+                keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
+        if rec.deep:
+            self._watch_adaptable()
+            base_weights = {id(layer.get_base_layer().weight): name for name, layer in rec.found.lora.items()
+                            if isinstance(getattr(layer.get_base_layer(), "weight", None), nn.Parameter)}
+            self.watch = PathWatch(base_weights=base_weights, inside_wrapper=rec.open_wrappers.__contains__,
+                                   on_loss=self._add_loss, in_checkpoint_forward=locate.in_checkpoint_forward,
+                                   candidates=rec.candidates)
+            self.watch.__enter__()
+
+    def uninstall_watch(self) -> None:
+        if self.watch is not None:
+            watch, self.watch = self.watch, None
+            watch.__exit__(None, None, None)
+
+    def paused(self) -> contextlib.AbstractContextManager[Any]:
+        """Our own tensor calls inside hooks are not the user's: the watch does not see them."""
+        return self.watch.pause() if self.watch is not None else contextlib.nullcontext()
+
+    # -- LoRA layers -----------------------------------------------------------------------------------
+    def _pre_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self.rec.open_wrappers.append(name)
+
+        return hook
+
+    def _post_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            wrappers = self.rec.open_wrappers
+            if wrappers and wrappers[-1] == name:
+                wrappers.pop()
+            elif name in wrappers:
+                wrappers.remove(name)
+            with self.paused():
+                self._record_call(name, module, (args, kwargs), output)
+
+        return hook
+
+    def _record_call(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        grad_on = torch.is_grad_enabled()
+        cut = None if grad_on else self._grad_off_place(name)
+        phase = Phase.RECOMPUTE if grad_on and locate.in_checkpoint_recompute() else Phase.FORWARD
+        calls = self.rec.calls
+        calls.append(ModuleCall(
+            seq=len(calls), module=name, phase=phase, grad_enabled=grad_on,
+            inference_mode=torch.is_inference_mode_enabled(), inputs=tensor_metas(inputs),
+            outputs=tensor_metas(output), adapter_active=adapter_active(module), cut=cut,
+        ))
+
+    def _grad_off_place(self, name: str) -> int:
+        site = locate.grad_off_site(1)
+        if site.checkpoint_inputs is not None:
+            kind = CutKind.CHECKPOINT
+        elif torch.is_inference_mode_enabled():
+            kind = CutKind.INFERENCE_MODE
+        else:
+            kind = CutKind.NO_GRAD
+        places = self.rec.grad_off
+        place = places.get((kind, site.location))
+        if place is None:
+            place = places[(kind, site.location)] = GradOffPlace(kind, site, len(places))
+        place.modules[name] = None
+        return place.index
+
+    # -- deep mode: which adaptable layers ran, so a target_modules fix can be checked --------------------
+    def _watch_adaptable(self) -> None:
+        from .matching import candidate_modules
+
+        found = self.rec.found
+        self.rec.adaptable_run = {}
+        for prefix in found.tuners:
+            pairs = under(found.named, prefix)
+            modules = dict(pairs)
+            for name in candidate_modules(pairs):
+                full = f"{prefix}.{name}"
+                if full not in found.lora:
+                    self._keep(modules[name].register_forward_hook(self._adaptable_hook(full)))
+
+    def _adaptable_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if torch.is_grad_enabled() and self.rec.adaptable_run is not None:
+                self.rec.adaptable_run[name] = None
+
+        return hook
+
+    # -- the model, the optimizer, the gradients -------------------------------------------------------
+    def _labels_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        labels = kwargs.get("labels")
+        if labels is None:
+            for arg in args:
+                if isinstance(arg, dict) and isinstance(arg.get("labels"), torch.Tensor):
+                    labels = arg["labels"]
+        if isinstance(labels, torch.Tensor) and labels.device.type != "meta" and not labels.is_floating_point():
+            with self.paused():
+                ignored = bool((labels == -100).all())
+            self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
+
+    def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.rec.optimizer_steps += 1
+
+    def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        with self.paused():
+            loss = scalar_candidate(output)
+            if loss is not None:
+                self.rec.model_outputs.append(LossSeen(loss.grad_fn, describe_loss(loss, "model-output")))
+                if loss.grad_fn is not None:
+                    self._keep(loss.grad_fn.register_prehook(self._backward_hook))
+
+    def _backward_hook(self, grad_outputs: Any) -> None:
+        self.rec.backward_seen = True
+
+    def _grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        def hook(param: torch.Tensor) -> None:
+            grad = param.grad
+            if grad is not None and hasattr(grad, "to_local"):
+                grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
+            with self.paused(), torch.no_grad():
+                norm = torch.linalg.vector_norm(grad.detach().float()) if grad is not None else None
+            counter = self.rec.grads.setdefault(name, GradCounter())
+            counter.count += 1
+            counter.norm = norm
+            self.rec.backward_seen = True
+
+        return hook
+
+    def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
+        """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""
+        self.rec.losses.append(LossSeen(tensor.grad_fn, describe_loss(tensor, source)))
+        self.rec.backward_seen = True

@@ -1,0 +1,110 @@
+"""The typed seam between the hooks and the builder: one `Recording` per traced step.
+
+The hooks (hooks.py) write into it while the step runs; `build.build_trace` reads it when the block ends.
+Nothing else crosses from capture to the Trace: no tracer attribute, no dict of dicts.
+Tensors and autograd nodes held here are dropped by `release()` as soon as the Trace is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.records import CutKind, LossInfo, ModuleCall
+from .discovery import Discovery
+from .locate import GradOffSite
+from .regionflow import RegionFlow
+from .watch import CutCandidate
+
+
+@dataclass(slots=True)
+class GradOffPlace:
+    """One place (a `with torch.no_grad():`, a reentrant checkpoint) where LoRA layers ran with grad off."""
+
+    kind: CutKind
+    site: GradOffSite
+    index: int  # order of first sighting: the index of its Cut in the Trace
+    modules: dict[str, None] = field(default_factory=dict)  # LoRA modules that ran there, in order
+
+
+@dataclass(slots=True)
+class GradCounter:
+    """Gradient arrivals of one LoRA parameter: how many, and the norm after the last (a 0-d device tensor)."""
+
+    count: int = 0
+    norm: torch.Tensor | None = None
+
+
+@dataclass(slots=True)
+class LossSeen:
+    """A tensor the step treated as its loss, its autograd node (None without a graph) and what it was."""
+
+    node: Any
+    info: LossInfo
+
+
+@dataclass(slots=True)
+class OptimizerStart:
+    """What the optimizer held before the step: LoRA values it may change, every `.grad` and its version."""
+
+    values: dict[str, torch.Tensor]
+    grads: list[tuple[torch.Tensor, torch.Tensor | None, int]]
+    scale: float | None  # a GradScaler's scale at the start (None without one)
+
+
+@dataclass(slots=True)
+class Recording:
+    """Everything observed in one traced step."""
+
+    found: Discovery
+    deep: bool
+    label: str | None
+    compiled: bool
+    optimizer: Any  # the torch optimizer (wrappers removed), or None
+    scaler: Any
+    eval_modules: tuple[str, ...]
+    start: OptimizerStart
+    calls: list[ModuleCall] = field(default_factory=list)
+    grad_off: dict[tuple[CutKind, str | None], GradOffPlace] = field(default_factory=dict)
+    losses: list[LossSeen] = field(default_factory=list)  # backward() / autograd.grad() roots (deep mode)
+    model_outputs: list[LossSeen] = field(default_factory=list)  # loss-like outputs of the model
+    grads: dict[str, GradCounter] = field(default_factory=dict)
+    backward_seen: bool = False
+    labels_all_ignored: bool | None = None
+    optimizer_steps: int = 0
+    adaptable_run: dict[str, None] | None = None  # deep mode: adaptable modules that ran with grad on
+    flow: RegionFlow = field(default_factory=RegionFlow)
+    candidates: dict[Any, CutCandidate] = field(default_factory=dict)  # the deep mode's cut candidates
+    open_wrappers: list[str] = field(default_factory=list)  # LoRA wrappers whose forward is running
+
+    def backward_ran(self) -> bool:
+        """A gradient arrived, backward()/grad() was seen, or some optimizer parameter's .grad changed."""
+        if self.backward_seen:
+            return True
+        return any(p.grad is not grad or (grad is not None and grad._version != version)
+                   for p, grad, version in self.start.grads)
+
+    def release(self) -> None:
+        """Drop tensors and autograd nodes: what only building the trace needed."""
+        self.flow = RegionFlow()
+        self.grads = {}
+        self.model_outputs = []
+        self.candidates = {}
+        self.start = OptimizerStart({}, [], self.start.scale)
+        self.losses = [LossSeen(None, seen.info) for seen in self.losses]
+
+
+def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerStart:
+    """Values of the LoRA parameters the optimizer holds (to tell which it changed) and every `.grad`."""
+    scale = scaler.get_scale() if scaler is not None else None
+    if optimizer is None:
+        return OptimizerStart({}, [], scale)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    held = {id(p) for p in params}
+    with torch.no_grad():
+        values = {name: p.detach().clone() for name, p in found.lora_params() if id(p) in held
+                  and p.device.type != "meta"}
+    grads = [(p, p.grad, p.grad._version if p.grad is not None else -1) for p in params]
+    return OptimizerStart(values, grads, scale)
