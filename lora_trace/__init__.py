@@ -4,17 +4,16 @@
         loss = compute_loss(model, batch); loss.backward(); opt.step()
     print(t.diagnosis)
 
-Importing this package has no side effects.
+Importing this package has no side effects and imports no torch: reading, diffing and rendering saved
+runs stays fast; torch, PEFT and transformers load when a capture function is first used.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import fixes, integrations
 from .analysis.compare import Comparison, compare
-from .capture.dry_run import diagnose
-from .capture.tracer import Tracer
 from .core.errors import (
     GraphvizMissingError,
     InvalidModelError,
@@ -26,6 +25,9 @@ from .core.errors import (
 from .core.findings import Code, Diagnosis, Finding, Severity
 from .core.serialize import load
 
+if TYPE_CHECKING:
+    from .capture.tracer import Tracer
+
 __version__ = "0.1.0"
 
 
@@ -36,7 +38,34 @@ def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str |
     deep=True also watches detaching calls and direct weight uses, to point at the line that cuts a path.
     Pass the optimizer (and an AMP GradScaler) to have updates checked too.
     """
+    from .capture.tracer import Tracer
+
     return Tracer(model, optimizer=optimizer, deep=deep, label=label, scaler=scaler)
+
+
+def diagnose(model: Any, step: Any, *, optimizer: Any = None, scaler: Any = None, scheduler: Any = None,
+             label: str | None = None) -> Diagnosis:
+    """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode).
+
+    Afterwards weights, buffers, `.grad`, `requires_grad`, training flags, the optimizer / scaler /
+    scheduler state and the CPU/CUDA RNG are exactly what they were. The step's own exception passes through.
+    """
+    from .capture.dry_run import diagnose as dry_run
+
+    return dry_run(model, step, optimizer=optimizer, scaler=scaler, scheduler=scheduler, label=label)
+
+
+_LAZY = {"Tracer": ("lora_trace.capture.tracer", "Tracer"), "fixes": ("lora_trace.fixes", None),
+         "integrations": ("lora_trace.integrations", None)}
+
+
+def __getattr__(name: str) -> Any:
+    """What needs torch loads on first use: `lora_trace.Tracer`, `lora_trace.fixes`, `lora_trace.integrations`."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lora_trace' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else module
 
 
 __all__ = [

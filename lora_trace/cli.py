@@ -74,7 +74,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .analysis.compare import compare, render_comparison
+    from .analysis.compare import compare
+    from .present.comparison import render_comparison
 
     result = compare(args.a, args.b)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)

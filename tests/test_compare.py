@@ -5,8 +5,8 @@ import math
 import pathlib
 
 import lora_trace
-from lora_trace.analysis.compare import comparison_graph
 from lora_trace.cli import main
+from lora_trace.present.comparison import comparison_graph
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.causal_lm import causal_lm
 

@@ -53,6 +53,8 @@ class Comparison:
         }
 
     def __str__(self) -> str:
+        from ..present.comparison import format_comparison
+
         return format_comparison(self)
 
 
@@ -60,21 +62,8 @@ def _finite_or_text(value: float) -> float | str:
     return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
 
 
-def _as_diagnosis(run: Diagnosis | str | os.PathLike[str]) -> Diagnosis:
+def as_diagnosis(run: Diagnosis | str | os.PathLike[str]) -> Diagnosis:
     return run if isinstance(run, Diagnosis) else load(run)
-
-
-def _trained(diagnosis: Diagnosis) -> tuple[str, ...]:
-    return tuple(sorted(m for m, state in diagnosis.lora_states().items() if state == "grad"))
-
-
-def _norms(diagnosis: Diagnosis) -> dict[str, float]:
-    by_module: dict[str, float] = {}
-    for arrival in diagnosis.trace.arrivals:
-        if arrival.norm is not None:
-            module = arrival.param.rsplit(".lora_", 1)[0]
-            by_module[module] = math.hypot(by_module.get(module, 0.0), arrival.norm)
-    return by_module
 
 
 def _identity(finding: Finding) -> str:
@@ -97,8 +86,9 @@ def _configs(diagnosis: Diagnosis) -> dict[str, Any]:
 
 def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Comparison:
     """What changed from run `a` to run `b` (diagnoses or paths of saved runs)."""
-    run_a, run_b = _as_diagnosis(a), _as_diagnosis(b)
-    trained_a, trained_b = _trained(run_a), _trained(run_b)
+    run_a, run_b = as_diagnosis(a), as_diagnosis(b)
+    facts_a, facts_b = Facts(run_a.trace), Facts(run_b.trace)
+    trained_a, trained_b = facts_a.trained_modules, facts_b.trained_modules
     regions: dict[str, list[int]] = {}
     for index, run in enumerate((run_a, run_b)):
         for site in run.trace.sites:
@@ -106,7 +96,7 @@ def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathL
         for module in (trained_a, trained_b)[index]:
             region = next(s.region for s in run.trace.sites if s.module == module)
             regions[region][index] += 1
-    norms_a, norms_b = _norms(run_a), _norms(run_b)
+    norms_a, norms_b = facts_a.module_norms, facts_b.module_norms
     ratios = {m: (norms_b[m] / norms_a[m] if norms_a[m] else (math.inf if norms_b[m] else math.nan))
               for m in sorted(set(norms_a) & set(norms_b))}
     ids_a = {_identity(f): f for f in run_a.findings if f.severity != "info"}
@@ -121,61 +111,5 @@ def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathL
         regions={r: (v[0], v[1]) for r, v in sorted(regions.items())}, norm_ratios=ratios,
         fixed=tuple(sorted(set(ids_a) - set(ids_b))), introduced=tuple(sorted(set(ids_b) - set(ids_a))),
         config_changes=changes,
-        a_path=Facts(run_a.trace).traversed_regions, b_path=Facts(run_b.trace).traversed_regions,
+        a_path=facts_a.traversed_regions, b_path=facts_b.traversed_regions,
     )
-
-
-def format_comparison(c: Comparison) -> str:
-    lines = [f"lora-trace diff: {c.a_label} -> {c.b_label}",
-             "same LoRA path" if c.same_path else
-             f"LoRA path differs: {len(c.gained)} layers gained, {len(c.lost)} lost", ""]
-    lines.append(f"  {'region':52s} {'trained in ' + c.a_label:>18s} {'trained in ' + c.b_label:>18s}")
-    for region, (a, b) in c.regions.items():
-        mark = "  +" if b > a else ("  -" if b < a else "")
-        lines.append(f"  {short_name(region):52s} {a:18d} {b:18d}{mark}")
-    for title, items in (("Gained", c.gained), ("Lost", c.lost)):
-        if items:
-            lines += ["", f"{title} ({len(items)}):"] + [f"  {short_name(m)}" for m in items[:12]]
-            if len(items) > 12:
-                lines.append(f"  ... and {len(items) - 12} more")
-    if c.a_path != c.b_path:
-        lines += ["", "Encoding path:", f"  {c.a_label}: {', '.join(short_name(r) for r in c.a_path)}",
-                  f"  {c.b_label}: {', '.join(short_name(r) for r in c.b_path)}"]
-    if c.norm_ratios:
-        finite = sorted(v for v in c.norm_ratios.values() if math.isfinite(v) and v > 0)
-        if finite:
-            lines += ["", f"Gradient-norm ratio {c.b_label}/{c.a_label} over {len(finite)} layers trained in both: "
-                      f"median {finite[len(finite) // 2]:.3g} (min {finite[0]:.3g}, max {finite[-1]:.3g})"]
-    for title, items in (("Findings fixed", c.fixed), ("Findings introduced", c.introduced)):
-        if items:
-            lines += ["", f"{title}:"] + [f"  {item}" for item in items]
-    if c.config_changes:
-        lines += ["", "Configuration changes:"]
-        lines += [f"  {key}: {a!r} -> {b!r}" for key, (a, b) in c.config_changes.items()]
-    return "\n".join(lines)
-
-
-def comparison_graph(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Any:
-    """Run b's encoding-path graph with each LoRA group marked by the layers it gained or lost against a."""
-    from ..present.graph import build_graph
-
-    run_a, run_b = _as_diagnosis(a), _as_diagnosis(b)
-    result = compare(run_a, run_b)
-    graph = build_graph(run_b)
-    graph.graph["label"] = f"{result.a_label} -> {result.b_label}"
-    gained, lost = set(result.gained), set(result.lost)
-    for _, data in graph.nodes(data=True):
-        if data["kind"] != "lora":
-            continue
-        plus = sum(1 for m in data["modules"] if m in gained)
-        minus = sum(1 for m in data["modules"] if m in lost)
-        data["change"] = " ".join(part for part in (f"+{plus} gained" if plus else "",
-                                                    f"-{minus} lost" if minus else "") if part)
-    return graph
-
-
-def render_comparison(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str],
-                      path: str) -> str:
-    from ..present.dot import render_dot, to_dot
-
-    return render_dot(to_dot(comparison_graph(a, b)), path)

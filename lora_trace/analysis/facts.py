@@ -1,7 +1,10 @@
-"""Facts derived once from a Trace, shared by the checks. Torch-free."""
+"""Facts derived once from a Trace: the one place that answers "which module holds this parameter", "which
+region", "did this LoRA layer get a gradient", for the rules, the comparison, the DDP gather and the views.
+Torch-free."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -47,6 +50,51 @@ class Facts:
         for call in self.trace.calls:
             table.setdefault(call.module, []).append(call)
         return table
+
+    @cached_property
+    def module_of(self) -> dict[str, str]:
+        """LoRA parameter -> the LoRA layer (wrapper module) holding it, from the discovered sites."""
+        return {p.name: site.module for site in self.trace.sites for p in site.params}
+
+    def modules_of(self, params: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> tuple[str, ...]:
+        """The LoRA layers holding these parameters, sorted."""
+        return tuple(sorted({self.module_of[p] for p in params if p in self.module_of}))
+
+    def regions_of(self, modules: list[str] | tuple[str, ...] | set[str]) -> tuple[str, ...]:
+        """The regions of these LoRA layers, sorted."""
+        return tuple(sorted({self.sites[m].region for m in modules if m in self.sites}))
+
+    def state(self, module: str) -> str:
+        """"grad" (got a gradient) | "severed" (ran, got none) | "never" (never ran) | "frozen" (nothing trainable)."""
+        site = self.sites[module]
+        if not site.trainable_params:
+            return "frozen"
+        got = self.got_grad or frozenset()
+        if any(p in got for p in site.trainable_params):
+            return "grad"
+        return "severed" if module in self.calls else "never"
+
+    @cached_property
+    def states(self) -> dict[str, str]:
+        return {site.module: self.state(site.module) for site in self.trace.sites}
+
+    @cached_property
+    def trained_modules(self) -> tuple[str, ...]:
+        """LoRA layers that got a gradient, sorted."""
+        return tuple(sorted(m for m, state in self.states.items() if state == "grad"))
+
+    @cached_property
+    def module_norms(self) -> dict[str, float]:
+        """LoRA layer -> the gradient norm over its parameters (NaN when any is non-finite); layers with a
+        known norm only (none on the meta device)."""
+        squares: dict[str, float] = {}
+        for arrival in self.trace.arrivals:
+            module = self.module_of.get(arrival.param)
+            if arrival.norm is None or module is None:
+                continue
+            value = arrival.norm if math.isfinite(arrival.norm) else math.nan
+            squares[module] = squares.get(module, 0.0) + value * value
+        return {m: math.sqrt(v) for m, v in squares.items()}
 
     def starved_sites(self) -> list[LoraSite]:
         return [s for s in self.trace.sites if any(p in self.starved for p in s.trainable_params)]

@@ -128,10 +128,8 @@ class Diagnosis:
     def lora_states(self) -> dict[str, str]:
         """LoRA module -> "grad" (got a gradient) | "severed" (ran, cut) | "never" (never ran) | "frozen"."""
         from ..analysis.facts import Facts
-        from ..present.graph import lora_state
 
-        facts = Facts(self.trace)
-        return {site.module: lora_state(facts, site.module) for site in self.trace.sites}
+        return dict(Facts(self.trace).states)
 
     def render(self, path: str, *, expand: bool = False) -> str:
         """Draw the encoding path: .svg / .png / .pdf / .dot by suffix (needs graphviz's `dot` for images)."""

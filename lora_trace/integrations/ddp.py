@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..analysis.facts import Facts
 from ..core.findings import Code, Diagnosis, Finding, Severity, make_finding, order_findings
 from ..core.messages import join, text
 from ..core.regions import short_name
@@ -97,7 +98,7 @@ def _wait(work: Any, timeout: datetime.timedelta, what: str) -> None:
 
 
 def _trained(diagnosis: Diagnosis) -> frozenset[str]:
-    return frozenset(m for m, state in diagnosis.lora_states().items() if state == "grad")
+    return frozenset(Facts(diagnosis.trace).trained_modules)
 
 
 def unused_findings(ranks: tuple[Diagnosis, ...]) -> tuple[Finding, ...]:
@@ -119,7 +120,8 @@ def unused_findings(ranks: tuple[Diagnosis, ...]) -> tuple[Finding, ...]:
         parts.append(f"rank {rank}: {len(params)} ({shown})")
     message = join(text("ddp-unused", parts="; ".join(parts)),
                    text("ddp-unused.divergent", ranks=sorted(divergent)) if divergent else text("ddp-unused.none"))
-    modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for params in missing.values() for p in params}))
+    module_of = {m: p for d in ranks for p, m in Facts(d.trace).module_of.items()}
+    modules = tuple(sorted({module_of[p] for params in missing.values() for p in params if p in module_of}))
     finding = make_finding(Code.DDP_UNUSED, Severity.ERROR, message, text("ddp-unused.fix"), modules=modules,
                            evidence={"missing": {str(r): p for r, p in missing.items()},
                                      "divergent_ranks": sorted(divergent)})

@@ -59,16 +59,6 @@ def _add_flow(graph: nx.DiGraph, source: str, target: str, *, inferred: bool) ->
         graph.add_edge(source, target, kind="flow", inferred=inferred, cut=None)
 
 
-def lora_state(facts: Facts, module: str) -> str:
-    site = facts.sites[module]
-    if not site.trainable_params:
-        return "frozen"
-    got = facts.got_grad or frozenset()
-    if any(p in got for p in site.trainable_params):
-        return "grad"
-    return "severed" if module in facts.calls else "never"
-
-
 def block_group(module: str, region: str) -> tuple[str, str, int | None]:
     """(`layers.<i>`-style block key, the leaf name inside the block, the block index) of a LoRA module."""
     rest = module[len(region) + 1:] if module.startswith(region + ".") else module
@@ -81,7 +71,7 @@ def block_group(module: str, region: str) -> tuple[str, str, int | None]:
 def _add_lora(graph: nx.DiGraph, facts: Facts, expand: bool) -> None:
     groups: dict[tuple[str, str, str], list[tuple[str, str, int | None]]] = defaultdict(list)
     for site in facts.trace.sites:
-        state = lora_state(facts, site.module)
+        state = facts.state(site.module)
         container, leaf, index = block_group(site.module, site.region)
         key = (site.region, site.module if expand else container, state)
         groups[key].append((site.module, leaf, index))

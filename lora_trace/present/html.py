@@ -12,7 +12,7 @@ from typing import Any
 from ..analysis.facts import Facts
 from ..core.regions import short_name
 from .dot import to_dot
-from .graph import build_graph, lora_state
+from .graph import build_graph
 
 _STATE_COLOR = {"grad": "#2e7d32", "severed": "#c62828", "never": "#9e9e9e", "frozen": "#ef6c00"}
 _CSS = """
@@ -71,15 +71,9 @@ def _graph_svg(diagnosis: Any, expand: bool) -> str:
 
 def _layer_rows(diagnosis: Any) -> list[tuple[str, str, str, int, float | None]]:
     facts = Facts(diagnosis.trace)
-    norms = {a.param: a.norm for a in diagnosis.trace.arrivals}
-    rows = []
-    for site in diagnosis.trace.sites:
-        values = [norms[p.name] for p in site.params if norms.get(p.name) is not None]
-        total = math.sqrt(sum(v * v for v in values)) if values and all(math.isfinite(v) for v in values) else (
-            float("nan") if values else None)
-        rows.append((site.module, site.region, lora_state(facts, site.module), len(facts.calls.get(site.module, [])),
-                     total))
-    return rows
+    norms = facts.module_norms
+    return [(site.module, site.region, facts.state(site.module), len(facts.calls.get(site.module, [])),
+             norms.get(site.module)) for site in diagnosis.trace.sites]
 
 
 def _layer_table(diagnosis: Any) -> str:

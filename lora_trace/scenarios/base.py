@@ -58,6 +58,12 @@ class Scenario:
     scaler: Any = None  # an AMP GradScaler the training loop uses, if any
 
 
+def lora_layer_of(param: str) -> str:
+    """The LoRA layer holding a PEFT LoRA parameter, by PEFT's naming: the oracle stays independent of
+    lora-trace's own discovery, so a test can catch it being wrong."""
+    return param.split(".lora_")[0]
+
+
 def marked_line(function: Callable[..., Any], marker: str) -> tuple[str, int]:
     """The (file, line) of the line in `function` that carries `# fault: <marker>`.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.regions import region_of
-from .base import Scenario
+from .base import Scenario, lora_layer_of
 
 
 class GradientState(str, enum.Enum):
@@ -29,7 +29,7 @@ class GradientMeasurement:
         """Region -> counts of each gradient state, for the report and the demo."""
         table: dict[str, dict[GradientState, int]] = {}
         for name, state in sorted(self.states.items()):
-            counts = table.setdefault(region_of(name.split(".lora_")[0]), dict.fromkeys(GradientState, 0))
+            counts = table.setdefault(region_of(lora_layer_of(name)), dict.fromkeys(GradientState, 0))
             counts[state] += 1
         return table
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..core.regions import region_of
-from .base import ExpectedFinding, Scenario, Truth, marked_line
+from .base import ExpectedFinding, Scenario, Truth, lora_layer_of, marked_line
 from .contrastive_model import (
     AUDIO_TOWER,
     FULL_FORWARD,
@@ -210,7 +210,7 @@ def _inject_config_fault(model: ContrastiveQwen2AudioModel, fault: str) -> None:
 def _lora_params(model: nn.Module, prefix: str) -> dict[str, str]:
     """LoRA parameter name -> the region it sits in, for parameters under `prefix`."""
     return {
-        name: region_of(name.split(".lora_")[0])
+        name: region_of(lora_layer_of(name))
         for name, _ in model.named_parameters()
         if name.startswith(prefix) and ".lora_" in name
     }

@@ -17,30 +17,22 @@ def check_gradients(facts: Facts) -> list[Finding]:
         ))
     nonfinite = sorted(a.param for a in trace.arrivals if a.finite is False)
     if nonfinite and not trace.scaler_skipped:  # scaled gradients that overflowed: the skip is the finding
-        modules = _modules_of(nonfinite)
+        modules = facts.modules_of(nonfinite)
         findings.append(make_finding(
             Code.NONFINITE_GRAD, Severity.ERROR, text("nonfinite-grad", params=len(nonfinite), modules=names(modules)),
-            text("nonfinite-grad.fix"), modules=modules, regions=_regions(facts, modules),
+            text("nonfinite-grad.fix"), modules=modules, regions=facts.regions_of(modules),
         ))
     findings.extend(_zero_at_init(facts))
     if trace.optimizer is not None:
         missing = sorted(facts.trainable - set(trace.optimizer.params))
         if missing:
-            modules = _modules_of(missing)
+            modules = facts.modules_of(missing)
             findings.append(make_finding(
                 Code.NOT_IN_OPTIMIZER, Severity.ERROR, text("not-in-optimizer", params=len(missing)),
-                text("not-in-optimizer.fix"), modules=modules, regions=_regions(facts, modules),
+                text("not-in-optimizer.fix"), modules=modules, regions=facts.regions_of(modules),
                 evidence={"missing_params": len(missing)},
             ))
     return findings
-
-
-def _modules_of(params: list[str]) -> tuple[str, ...]:
-    return tuple(sorted({p.rsplit(".lora_", 1)[0] for p in params}))
-
-
-def _regions(facts: Facts, modules: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites}))
 
 
 def _zero_at_init(facts: Facts) -> list[Finding]:
@@ -59,4 +51,4 @@ def _zero_at_init(facts: Facts) -> list[Finding]:
         return []
     message = text("zero-grad-at-init", layers=len(modules))
     return [make_finding(Code.ZERO_GRAD_AT_INIT, Severity.INFO, message, text("zero-grad-at-init.fix"),
-                         modules=tuple(modules), regions=_regions(facts, tuple(modules)))]
+                         modules=tuple(modules), regions=facts.regions_of(modules))]

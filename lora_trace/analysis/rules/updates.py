@@ -27,14 +27,14 @@ def check_updates(facts: Facts) -> list[Finding]:
     stale = sorted(p for p in facts.trainable & held
                    if p in arrivals and arrivals[p].zero is False and p not in optimizer.updated)
     if stale:
-        modules = tuple(sorted({p.rsplit(".lora_", 1)[0] for p in stale}))
+        modules = facts.modules_of(stale)
         zero_lr = any(lr == 0 for lr in optimizer.lrs)
         why = text("why.scaler" if trace.scaler_skipped else "why.lr-zero" if zero_lr else "why.skipped")
         findings.append(make_finding(
             Code.NOT_UPDATED, Severity.ERROR,
             text("not-updated", params=len(stale), modules=names(modules), why=why, lrs=list(optimizer.lrs)),
             text("not-updated.fix"), modules=modules,
-            regions=tuple(sorted({facts.sites[m].region for m in modules if m in facts.sites})),
+            regions=facts.regions_of(modules),
             evidence={"stale_params": len(stale), "lrs": list(optimizer.lrs), "steps": trace.optimizer_steps},
         ))
     return findings
