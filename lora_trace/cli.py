@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.verb == "report":
             return _report(args)
-    except (LoraTraceError, ValueError, OSError) as error:  # bad input: a plain message, never a traceback
+    except (LoraTraceError, OSError) as error:  # bad input: a plain message; a bug keeps its traceback
         print(f"lora-trace: {error}", file=sys.stderr)
         return 2
     return 2

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import lora_trace
 from lora_trace.cli import main
 
@@ -89,3 +91,21 @@ def test_render_and_report_verbs(tmp_path, capsys):
 def test_render_to_an_unknown_suffix_exits_2(tmp_path, capsys):
     assert main(["render", str(GOLDEN / "demo-broken.run.json"), "-o", str(tmp_path / "g.gif")]) == 2
     assert ".svg, .png, .pdf, .dot" in capsys.readouterr().err
+
+
+def test_a_bug_is_not_passed_off_as_bad_input(monkeypatch):
+    """Only lora-trace's own errors (and unreadable files) are "bad input", exit 2; a bug keeps its traceback."""
+    import lora_trace.core.serialize
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(lora_trace.core.serialize, "load", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["show", str(GOLDEN / "demo-broken.run.json")])
+
+
+def test_a_bad_regex_is_bad_input(capsys):
+    config = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "configs" / "qwen2-audio-7b.json")
+    assert main(["targets", config, "--target-regex", "(q_proj"]) == 2
+    assert "not a valid regex" in capsys.readouterr().err

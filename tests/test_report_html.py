@@ -29,6 +29,17 @@ def test_the_page_is_self_contained_and_complete():
 def test_chinese_page():
     page = render_html(lora_trace.load(GOLDEN / "demo-broken.run.json"), lang="zh")
     assert '<html lang="zh">' in page and "根本原因" in page
+    headings = [line for line in page.splitlines() if line.startswith("<h2>")]
+    assert headings == ["<h2>诊断结果</h2>", "<h2>编码路径</h2>", "<h2>LoRA 层</h2>", "<h2>各层梯度范数</h2>",
+                        "<h2>逐步报告</h2>"]
+    outside_the_report = page.split("<pre>")[0]
+    assert "Fix:" not in outside_the_report and "修复：" in outside_the_report and "错误；根本原因" in page
+    assert ">从未运行<" in page or ">运行了，梯度被切断<" in page  # layer states in the table
+
+
+def test_an_unknown_language_is_bad_input():
+    with pytest.raises(lora_trace.LoraTraceError, match="speaks: en, zh"):
+        render_html(lora_trace.load(GOLDEN / "demo-broken.run.json"), lang="fr")
 
 
 def test_user_names_are_escaped():

@@ -84,3 +84,38 @@ def test_oversized_and_missing_files_are_refused(tmp_path, diagnosis):
         lora_trace.load(path, max_bytes=100)
     with pytest.raises(RunFormatError, match="cannot read"):
         lora_trace.load(tmp_path / "missing.json")
+
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
+
+
+def test_every_saved_kind_goes_through_one_codec_and_has_a_loader(tmp_path):
+    from lora_trace.analysis.compare import load_comparison
+    from lora_trace.analysis.distributed import DistributedDiagnosis, load_distributed, unused_findings
+
+    broken, fixed = lora_trace.load(GOLDEN / "demo-broken.run.json"), lora_trace.load(GOLDEN / "demo-fixed.run.json")
+    comparison = lora_trace.compare(broken, fixed)
+    comparison.save(tmp_path / "diff.json")
+    assert load_comparison(tmp_path / "diff.json") == comparison
+    ranks = (broken, fixed)
+    gathered = DistributedDiagnosis(ranks, unused_findings(ranks))
+    gathered.save(tmp_path / "ddp.json")
+    again = load_distributed(tmp_path / "ddp.json")
+    assert again == gathered and again.divergent_ranks == (1,)
+
+
+def test_a_file_of_another_kind_is_named(tmp_path):
+    lora_trace.compare(GOLDEN / "demo-broken.run.json", GOLDEN / "demo-fixed.run.json").save(tmp_path / "diff.json")
+    with pytest.raises(RunFormatError, match="it is a 'lora-trace.comparison' file"):
+        lora_trace.load(tmp_path / "diff.json")
+
+
+def test_a_comparison_keeps_non_finite_ratios_as_text(tmp_path):
+    from lora_trace.analysis.compare import load_comparison
+
+    comparison = lora_trace.compare(GOLDEN / "demo-broken.run.json", GOLDEN / "demo-fixed.run.json")
+    odd = __import__("dataclasses").replace(comparison, norm_ratios={"m": math.inf, "n": math.nan})
+    odd.save(tmp_path / "odd.json")
+    assert json.loads((tmp_path / "odd.json").read_text())["norm_ratios"] == {"m": "inf", "n": "nan"}
+    loaded = load_comparison(tmp_path / "odd.json").norm_ratios
+    assert loaded["m"] == math.inf and math.isnan(loaded["n"])

@@ -13,9 +13,10 @@ from typing import Any
 
 from ..core.findings import Diagnosis, Finding
 from ..core.regions import short_name
-from ..core.serialize import load
+from ..core.serialize import from_document, load, read_document, to_document, write_document
 from .facts import Facts
 
+KIND = "lora-trace.comparison"
 _CONFIG_KEYS = ("target_modules", "exclude_modules", "r", "lora_alpha", "lora_dropout", "use_dora", "use_rslora",
                 "layers_to_transform", "layers_pattern", "modules_to_save", "init_lora_weights", "bias")
 
@@ -41,25 +42,16 @@ class Comparison:
         return not self.gained and not self.lost
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "lora-trace.comparison", "schema_version": 1, "a": self.a_label, "b": self.b_label,
-            "same_path": self.same_path, "gained": list(self.gained), "lost": list(self.lost),
-            "trained": {"a": len(self.a_trained), "b": len(self.b_trained)},
-            "regions": {r: {"a": a, "b": b} for r, (a, b) in self.regions.items()},
-            "norm_ratios": {m: _finite_or_text(v) for m, v in self.norm_ratios.items()},
-            "fixed": list(self.fixed), "introduced": list(self.introduced),
-            "config_changes": {k: {"a": a, "b": b} for k, (a, b) in self.config_changes.items()},
-            "path": {"a": list(self.a_path), "b": list(self.b_path)},
-        }
+        """The saved form (`load_comparison` reads it back), plus `same_path` for readers."""
+        return {**to_document(KIND, self), "same_path": self.same_path}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_document(self.to_dict(), path)
 
     def __str__(self) -> str:
         from ..present.comparison import format_comparison
 
         return format_comparison(self)
-
-
-def _finite_or_text(value: float) -> float | str:
-    return value if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
 
 
 def as_diagnosis(run: Diagnosis | str | os.PathLike[str]) -> Diagnosis:
@@ -113,3 +105,8 @@ def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathL
         config_changes=changes,
         a_path=facts_a.traversed_regions, b_path=facts_b.traversed_regions,
     )
+
+
+def load_comparison(path: str | os.PathLike[str]) -> Comparison:
+    """Read a comparison saved by `Comparison.save` (or `lora-trace diff --json`)."""
+    return from_document(read_document(path), KIND, Comparison, source=os.fspath(path), derived=("same_path",))

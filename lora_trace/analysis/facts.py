@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..core.records import LoraSite, ModuleCall, Trace
-from ..core.regions import short_name
 
 
 @dataclass(frozen=True)
@@ -105,10 +104,3 @@ class Facts:
         run = self.trace.regions_run
         return tuple(r for r in run if not any(o != r and o.startswith(r + ".") for o in run))
 
-
-def names(items: list[str] | tuple[str, ...] | set[str], limit: int = 4) -> str:
-    """`a, b, c and 5 more`, with PEFT's wrapper chain shortened, for messages."""
-    shown = [short_name(i) for i in sorted(items)]
-    if len(shown) <= limit:
-        return ", ".join(shown)
-    return ", ".join(shown[:limit]) + f" and {len(shown) - limit} more"

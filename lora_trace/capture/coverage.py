@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..core.errors import InvalidModelError
+from ..core.errors import BadInputError, InvalidModelError
 from ..core.records import TargetEntry
 from ..core.regions import region_of
 from .matching import candidate_modules, entry_table, matches
@@ -28,7 +29,10 @@ def model_from_config(path: str) -> nn.Module:
         raise InvalidModelError(f"cannot read the model config {path!r}: {error}") from None
     if not isinstance(data, dict) or "model_type" not in data:
         raise InvalidModelError(f"{path!r} has no \"model_type\": pass a transformers config.json")
-    config = transformers.AutoConfig.for_model(**data)
+    try:
+        config = transformers.AutoConfig.for_model(**data)
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidModelError(f"transformers cannot build a config from {path!r}: {error}") from None
     architecture = (data.get("architectures") or [None])[0]
     model_class = getattr(transformers, architecture, None) if architecture else None
     with torch.device("meta"):
@@ -62,6 +66,13 @@ def coverage(model: nn.Module, *, target_modules: list[str] | str, exclude_modul
              use_dora: bool = False) -> Coverage:
     from peft import LoraConfig
 
+    for pattern in [target_modules, exclude_modules]:
+        if isinstance(pattern, str):
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise BadInputError(f"{pattern!r} is not a valid regex ({error}); PEFT fullmatches a string "
+                                    "target against each module name") from None
     config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules)
     modules = candidate_modules(model)
     selected = tuple(matches(config, modules))

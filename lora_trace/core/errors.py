@@ -25,3 +25,7 @@ class RunFormatError(LoraTraceError, ValueError):
 
 class GraphvizMissingError(LoraTraceError, RuntimeError):
     """The graphviz `dot` program is needed for this output format and is not installed."""
+
+
+class BadInputError(LoraTraceError, ValueError):
+    """An argument lora-trace cannot use (an unknown language, an image format it cannot write)."""

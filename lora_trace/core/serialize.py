@@ -1,6 +1,10 @@
-"""Runs as JSON: UTF-8, schema-versioned, validated on load, never pickle. Torch-free.
+"""Saved artefacts as JSON: one encoder and one decoder for every kind (a run, a comparison, a distributed
+run). UTF-8, schema-versioned, validated on load, never pickle; non-finite numbers are written as the
+strings "nan", "inf", "-inf". Torch-free.
 
-Records are dataclasses; encoding and decoding follow their type hints, so a new field needs no code here.
+Saved objects are dataclasses; encoding and decoding follow their type hints, so a new field needs no
+code here. Each kind has a loader next to its class: `load` (runs, here), `load_comparison`,
+`load_distributed`.
 """
 
 from __future__ import annotations
@@ -12,72 +16,97 @@ import math
 import os
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import RunFormatError
-from .findings import Diagnosis, Finding
-from .records import Trace
+from .findings import Diagnosis
 
 SCHEMA_VERSION = 1
 KIND = "lora-trace.run"
 MAX_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
 
 
-def _encode(value: Any) -> Any:
+def encode(value: Any) -> Any:
+    """Plain JSON values: dataclasses as objects, enums by value, tuples as lists, non-finite floats as text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
+        return {str(k): encode(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [_encode(v) for v in value]
+        return [encode(v) for v in value]
     return value
 
 
-def diagnosis_to_dict(diagnosis: Diagnosis) -> dict[str, Any]:
-    return {"kind": KIND, "schema_version": SCHEMA_VERSION, "findings": _encode(list(diagnosis.findings)),
-            "trace": _encode(diagnosis.trace)}
+def to_document(kind: str, value: Any) -> dict[str, Any]:
+    """The JSON document of a saved object: its kind, the schema version, its fields."""
+    return {"kind": kind, "schema_version": SCHEMA_VERSION, **encode(value)}
 
 
-def save_diagnosis(diagnosis: Diagnosis, path: str | os.PathLike[str]) -> None:
-    text = json.dumps(diagnosis_to_dict(diagnosis), ensure_ascii=False, indent=1, allow_nan=False)
+def write_document(document: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    text = json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
 
 
-def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> Diagnosis:
-    """Read a run saved by `Diagnosis.save`; RunFormatError with a plain message when it is not one."""
+def read_document(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> Any:
+    """Parsed JSON of a saved file; the read itself is bounded (a stream or a device has no honest size)."""
+    name = os.fspath(path)
     try:
-        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            raw = handle.read(max_bytes + 1)
     except OSError as error:
-        raise RunFormatError(f"cannot read {os.fspath(path)!r}: {error.strerror or error}") from None
-    if size > max_bytes:
-        raise RunFormatError(f"{os.fspath(path)!r} is {size} bytes, over the {max_bytes}-byte limit; "
-                             "pass max_bytes= to load it anyway")
+        raise RunFormatError(f"cannot read {name!r}: {error.strerror or error}") from None
+    if len(raw) > max_bytes:
+        raise RunFormatError(f"{name!r} is over the {max_bytes}-byte limit; pass max_bytes= to load it anyway")
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFormatError(f"{os.fspath(path)!r} is not a lora-trace run (not UTF-8 JSON: {error})") from None
-    return diagnosis_from_dict(data, source=os.fspath(path))
+        raise RunFormatError(f"{name!r} is not a lora-trace file (not UTF-8 JSON: {error})") from None
+    except RecursionError:
+        raise RunFormatError(f"{name!r} is not a lora-trace file (JSON nested too deeply)") from None
 
 
-def diagnosis_from_dict(data: Any, *, source: str = "the data") -> Diagnosis:
-    if not isinstance(data, dict) or data.get("kind") != KIND:
-        raise RunFormatError(f"{source} is not a lora-trace run (no \"kind\": \"{KIND}\")")
+def from_document(data: Any, kind: str, cls: type[T], *, source: str = "the data",
+                  derived: tuple[str, ...] = ()) -> T:
+    """The object of class `cls` saved as a `kind` document; `derived` names keys written for readers only."""
+    what = kind.rsplit(".", 1)[-1]
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else None
+        hint = f" (it is a {found!r} file)" if isinstance(found, str) and found.startswith("lora-trace.") else ""
+        raise RunFormatError(f"{source} is not a lora-trace {what} (no \"kind\": \"{kind}\"){hint}")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise RunFormatError(f"{source} has schema_version {version!r}; this lora-trace reads version "
-                             f"{SCHEMA_VERSION}. Upgrade lora-trace, or re-create the run.")
+                             f"{SCHEMA_VERSION}. Upgrade lora-trace, or re-create the file.")
+    fields = {k: v for k, v in data.items() if k not in ("kind", "schema_version", *derived)}
     try:
-        findings = _decode(tuple[Finding, ...], data.get("findings"), "findings")
-        trace = _decode(Trace, data.get("trace"), "trace")
+        return _decode(cls, fields, what)
     except _Mismatch as error:
         raise RunFormatError(f"{source} is malformed: {error}") from None
-    return Diagnosis(findings, trace)
+    except RecursionError:
+        raise RunFormatError(f"{source} is malformed: nested too deeply") from None
+
+
+def diagnosis_to_dict(diagnosis: Diagnosis) -> dict[str, Any]:
+    return to_document(KIND, diagnosis)
+
+
+def diagnosis_from_dict(data: Any, *, source: str = "the data") -> Diagnosis:
+    return from_document(data, KIND, Diagnosis, source=source)
+
+
+def save_diagnosis(diagnosis: Diagnosis, path: str | os.PathLike[str]) -> None:
+    write_document(diagnosis_to_dict(diagnosis), path)
+
+
+def load(path: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES) -> Diagnosis:
+    """Read a run saved by `Diagnosis.save`; RunFormatError with a plain message when it is not one."""
+    return diagnosis_from_dict(read_document(path, max_bytes=max_bytes), source=os.fspath(path))
 
 
 class _Mismatch(Exception):
@@ -103,7 +132,7 @@ def _decode(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branc
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise _Mismatch(f"{where}: expected an object")
-        hints = typing.get_type_hints(kind)
+        hints = _hints(kind)
         fields = {f.name: f for f in dataclasses.fields(kind)}
         unknown = set(value) - set(fields)
         if unknown:
@@ -147,3 +176,13 @@ def _decode(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branc
     if kind is object:
         return value
     raise _Mismatch(f"{where}: cannot decode {kind!r}")
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(kind: type) -> dict[str, Any]:
+    """Type hints of a saved dataclass, resolved once (the classes of higher layers included)."""
+    if kind not in _HINTS:
+        _HINTS[kind] = typing.get_type_hints(kind, vars(__import__(kind.__module__, fromlist=["_"])))
+    return _HINTS[kind]

@@ -16,7 +16,7 @@ from typing import Any
 
 import networkx as nx
 
-from ..core.errors import GraphvizMissingError
+from ..core.errors import BadInputError, GraphvizMissingError
 from .graph import build_graph
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -119,7 +119,7 @@ def render_dot(dot: str, path: str) -> str:
     """
     suffix = os.path.splitext(path)[1].lower().lstrip(".")
     if suffix not in FORMATS:
-        raise ValueError(f"cannot render to {path!r}: use one of the suffixes .{', .'.join(FORMATS)}")
+        raise BadInputError(f"cannot render to {path!r}: use one of the suffixes .{', .'.join(FORMATS)}")
     if suffix == "dot":
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(dot)

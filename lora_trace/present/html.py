@@ -10,6 +10,8 @@ import shutil
 from typing import Any
 
 from ..analysis.facts import Facts
+from ..core.errors import BadInputError
+from ..core.messages import LANGUAGES, MESSAGES, say
 from ..core.regions import short_name
 from .dot import to_dot
 from .graph import build_graph
@@ -29,21 +31,27 @@ th{background:#f5f5f5} .finding{margin:8px 0;padding:8px 12px;border-left:4px so
 
 
 def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> str:
+    if lang not in LANGUAGES:
+        raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
     trace = diagnosis.trace
     esc = html.escape
-    title = f"lora-trace: {trace.model_class}" + (f" [{trace.label}]" if trace.label else "")
-    verdict = ("No error: every trainable LoRA parameter is on the gradient path." if diagnosis.ok else
-               f"{len(diagnosis.codes('error'))} error finding(s); root cause: {diagnosis.root_cause.code}")
+
+    def word(key: str, **fields: object) -> str:
+        return esc(say(key, lang, **fields))
+
+    title = say("html.title", lang, model=trace.model_class) + (f" [{trace.label}]" if trace.label else "")
+    verdict = word("html.ok") if diagnosis.ok else word(
+        "html.errors", count=len(diagnosis.codes("error")), code=diagnosis.root_cause.code)
     parts = [
         "<!DOCTYPE html>", f'<html lang="{esc(lang)}"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<div class="verdict {"good" if diagnosis.ok else "bad"}">{esc(verdict)}</div>',
-        "<h2>Findings</h2>", *[_finding(f, lang) for f in diagnosis.findings],
-        "<h2>Encoding path</h2>", f'<div class="graph">{_graph_svg(diagnosis, expand)}</div>',
-        "<h2>LoRA layers</h2>", _layer_table(diagnosis),
-        "<h2>Gradient norms by layer</h2>", _norm_chart(diagnosis),
-        "<h2>Step-by-step report</h2>", f"<pre>{esc(diagnosis.report(lang=lang))}</pre>",
+        f'<div class="verdict {"good" if diagnosis.ok else "bad"}">{verdict}</div>',
+        f"<h2>{word('html.findings')}</h2>", *[_finding(f, lang) for f in diagnosis.findings],
+        f"<h2>{word('html.path')}</h2>", f'<div class="graph">{_graph_svg(diagnosis, expand, lang)}</div>',
+        f"<h2>{word('html.layers')}</h2>", _layer_table(diagnosis, lang),
+        f"<h2>{word('html.norms')}</h2>", _norm_chart(diagnosis, lang),
+        f"<h2>{word('html.report')}</h2>", f"<pre>{esc(diagnosis.report(lang=lang))}</pre>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -52,17 +60,18 @@ def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> st
 def _finding(finding: Any, lang: str) -> str:
     esc = html.escape
     message, fix = finding.text(lang)
-    where = f" <span>at {esc(finding.location)}</span>" if finding.location else ""
+    where = f" <span>{esc(say('html.at', lang, location=finding.location))}</span>" if finding.location else ""
+    severity = say(f"severity.{finding.severity}", lang) if f"severity.{finding.severity}" in MESSAGES else ""
     return (f'<div class="finding {esc(finding.severity)}"><span class="code">{esc(finding.code)}</span> '
-            f"({esc(finding.severity)}){where}<div>{esc(message)}</div><div><b>Fix:</b> {esc(fix)}</div></div>")
+            f"({esc(severity)}){where}<div>{esc(message)}</div><div><b>{esc(say('html.fix', lang))}</b> "
+            f"{esc(fix)}</div></div>")
 
 
-def _graph_svg(diagnosis: Any, expand: bool) -> str:
+def _graph_svg(diagnosis: Any, expand: bool, lang: str) -> str:
     """The graph as inline SVG; without graphviz's `dot`, the DOT source and how to install it."""
     dot = to_dot(build_graph(diagnosis, expand=expand))
     if shutil.which("dot") is None:
-        return ("<p>graphviz's <code>dot</code> is not installed (<code>sudo apt-get install graphviz</code>); "
-                f"the graph in DOT:</p><pre>{html.escape(dot)}</pre>")
+        return f"<p>{html.escape(say('html.no-dot', lang))}</p><pre>{html.escape(dot)}</pre>"
     import graphviz
 
     svg = graphviz.Source(dot).pipe(format="svg").decode("utf-8")
@@ -76,22 +85,23 @@ def _layer_rows(diagnosis: Any) -> list[tuple[str, str, str, int, float | None]]
              norms.get(site.module)) for site in diagnosis.trace.sites]
 
 
-def _layer_table(diagnosis: Any) -> str:
+def _layer_table(diagnosis: Any, lang: str) -> str:
     esc = html.escape
     body = []
     for module, region, state, calls, norm in _layer_rows(diagnosis):
         shown = "-" if norm is None else f"{norm:.3e}"
         body.append(f'<tr><td>{esc(short_name(module))}</td><td>{esc(short_name(region))}</td>'
-                    f'<td style="color:{_STATE_COLOR[state]}">{esc(state)}</td><td>{calls}</td><td>{shown}</td></tr>')
-    return ("<table><tr><th>LoRA layer</th><th>region</th><th>state</th><th>calls</th><th>gradient norm</th></tr>"
-            + "".join(body) + "</table>")
+                    f'<td style="color:{_STATE_COLOR[state]}">{esc(say(f"state.{state}", lang))}</td>'
+                    f"<td>{calls}</td><td>{shown}</td></tr>")
+    head = "".join(f"<th>{esc(say(f'html.col.{c}', lang))}</th>" for c in ("layer", "region", "state", "calls", "norm"))
+    return f"<table><tr>{head}</tr>" + "".join(body) + "</table>"
 
 
-def _norm_chart(diagnosis: Any) -> str:
+def _norm_chart(diagnosis: Any, lang: str) -> str:
     """Horizontal bars, log scale, one per LoRA layer: where the gradient is, and where it is not."""
     rows = _layer_rows(diagnosis)
     if not rows:
-        return "<p>No LoRA layer.</p>"
+        return f"<p>{html.escape(say('html.no-layer', lang))}</p>"
     finite = [n for *_, n in rows if n is not None and math.isfinite(n) and n > 0]
     top = math.log10(max(finite)) if finite else 0.0
     bottom = math.log10(min(finite)) - 1 if finite else -1.0
@@ -103,12 +113,14 @@ def _norm_chart(diagnosis: Any) -> str:
             length = max(2.0, width * (math.log10(norm) - bottom) / max(top - bottom, 1e-9))
             caption = f"{norm:.2e}"
         else:
-            length, caption = 0.0, "no gradient" if norm is None else ("0" if norm == 0 else "non-finite")
+            caption = say("html.no-gradient", lang) if norm is None else (
+                "0" if norm == 0 else say("html.non-finite", lang))
+            length = 0.0
         name = short_name(module)
         name = name if len(name) <= 62 else "…" + name[-61:]
         bars.append(f'<text x="375" y="{y + 11}" font-size="10" text-anchor="end">{html.escape(name)}</text>'
                     f'<rect x="380" y="{y + 2}" width="{length:.1f}" height="10" fill="{_STATE_COLOR[state]}"/>'
-                    f'<text x="{385 + length:.1f}" y="{y + 11}" font-size="10">{caption}</text>')
+                    f'<text x="{385 + length:.1f}" y="{y + 11}" font-size="10">{html.escape(caption)}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{380 + width + 80}" height="{len(rows) * height + 4}">'
             + "".join(bars) + "</svg>")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import LANGUAGES, join, text
+from ...core.messages import LANGUAGES, clauses, listing, text
 from ...core.records import LoraSite
-from ..facts import Facts, names
+from ..facts import Facts
 
 
 def check_config(facts: Facts) -> list[Finding]:
@@ -21,10 +21,8 @@ def check_config(facts: Facts) -> list[Finding]:
         reasons = {tuple(sorted(r.items())): r for r in inactive.values()}
         reason_text = {lang: " / ".join(sorted({r[lang] for r in reasons.values()})) for lang in LANGUAGES}
         kinds = sorted({r["kind"] for r in inactive.values()})
-        fix = join(*[join(text(f"fix.{k}"), {"en": "; ", "zh": "；"}) for k in kinds])
-        fix = {lang: value.rstrip("; ；") + ("." if lang == "en" else "。") for lang, value in fix.items()}
-        fix["en"] = fix["en"][:1].upper() + fix["en"][1:]
-        regions = names({s.region for s in sites})
+        fix = clauses(*[text(f"fix.{k}") for k in kinds])
+        regions = listing({s.region for s in sites})
         findings.append(make_finding(
             Code.ADAPTER_INACTIVE, Severity.ERROR,
             text("adapter-inactive", layers=len(sites), regions=regions, reasons=reason_text), fix,
@@ -36,13 +34,14 @@ def check_config(facts: Facts) -> list[Finding]:
         count = sum(len(_frozen_active(s)) for s in frozen)
         findings.append(make_finding(
             Code.LORA_FROZEN, Severity.ERROR,
-            text("lora-frozen", params=count, regions=names({s.region for s in frozen})), text("lora-frozen.fix"),
+            text("lora-frozen", params=count, regions=listing({s.region for s in frozen})), text("lora-frozen.fix"),
             modules=tuple(s.module for s in frozen), regions=tuple(sorted({s.region for s in frozen})),
             evidence={"frozen_params": count},
         ))
     if trace.eval_modules:
         findings.append(make_finding(
-            Code.EVAL_MODE, Severity.WARNING, text("eval-mode", modules=names(trace.eval_modules) or "(model)"),
+            Code.EVAL_MODE, Severity.WARNING,
+            text("eval-mode", modules=listing(trace.eval_modules, empty=text("model.root"))),
             text("eval-mode.fix"), modules=trace.eval_modules, regions=trace.eval_modules,
         ))
     return findings

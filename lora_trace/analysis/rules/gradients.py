@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import text
-from ..facts import Facts, names
+from ...core.messages import listing, text
+from ..facts import Facts
 
 
 def check_gradients(facts: Facts) -> list[Finding]:
@@ -19,7 +19,8 @@ def check_gradients(facts: Facts) -> list[Finding]:
     if nonfinite and not trace.scaler_skipped:  # scaled gradients that overflowed: the skip is the finding
         modules = facts.modules_of(nonfinite)
         findings.append(make_finding(
-            Code.NONFINITE_GRAD, Severity.ERROR, text("nonfinite-grad", params=len(nonfinite), modules=names(modules)),
+            Code.NONFINITE_GRAD, Severity.ERROR,
+            text("nonfinite-grad", params=len(nonfinite), modules=listing(modules)),
             text("nonfinite-grad.fix"), modules=modules, regions=facts.regions_of(modules),
         ))
     findings.extend(_zero_at_init(facts))

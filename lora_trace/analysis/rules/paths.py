@@ -4,10 +4,10 @@ checkpointing, a branch off the loss. Each finding explains trainable LoRA param
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import at, join, place, text
+from ...core.messages import at, join, listing, place, text
 from ...core.records import Cut, CutKind, LoraSite
 from ...core.regions import short_name
-from ..facts import Facts, names
+from ..facts import Facts
 
 _DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM)
 _CUT_PREFERENCE = [CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.NO_GRAD, CutKind.INFERENCE_MODE,
@@ -55,7 +55,7 @@ def _bypass_fix(sites: list[LoraSite], facts: Facts) -> dict[str, str]:
         parts.append(text("bypassed.fix.regex", model=short_name(prefix), regex=regex))
     elif facts.trace.adaptable_run is None:
         parts.append(text("bypassed.fix.deep"))
-    parts.append({"en": ".", "zh": "。"})
+    parts.append(text("clauses.end"))
     return join(*parts)
 
 
@@ -77,8 +77,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
     regions = tuple(sorted({s.region for s in sites}))
     n_params = sum(1 for s in sites for p in s.trainable_params if p in facts.starved)
     where = at(cut.location if cut else None)
-    what = text("layers", layers=len(modules), plural="s" if len(modules) != 1 else "", params=n_params)
-    common = dict(what=what, regions=names(regions), at=where, detail=cut.detail if cut else "")
+    what = text("layers", count=len(modules), params=n_params)
+    common = dict(what=what, regions=listing(regions), at=where, detail=cut.detail if cut else "")
     evidence: dict = {"starved_params": n_params}
     if code is Code.GRAD_DISABLED:
         mode = "inference_mode" if cut and cut.kind is CutKind.INFERENCE_MODE else "no_grad"
@@ -96,7 +96,7 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         if cut is not None:
             message, fix = text("bypassed.direct", **common), text("bypassed.direct.fix")
         else:
-            message = text("bypassed", traversed=names(traversed, 6) or "-", **common)
+            message = text("bypassed", traversed=listing(traversed, 6, empty="-"), **common)
             fix = _bypass_fix(sites, facts)
     else:
         message = text("off-path", **common)

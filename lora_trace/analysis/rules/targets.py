@@ -20,8 +20,8 @@ def check_targets(facts: Facts) -> list[Finding]:
         nothing = all(not r.matched for r in rows)
         table = "; ".join(f"{r.entry!r} -> {len(r.matched)}" for r in rows)
         message = join(
-            text("target-unmatched", count=len(empty), ies="y" if len(empty) == 1 else "ies", adapter=adapter,
-                 model=short_name(prefix) or "the model", table=table),
+            text("target-unmatched", count=len(empty), adapter=adapter, table=table,
+                 model=short_name(prefix) or text("model.whole")),
             text("target-unmatched.all" if nothing else "target-unmatched.some"),
             *[text("target-unmatched.glob", entry=repr(r.entry)) for r in empty if r.note],
         )

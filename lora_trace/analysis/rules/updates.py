@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import text
-from ..facts import Facts, names
+from ...core.messages import listing, text
+from ..facts import Facts
 
 
 def check_updates(facts: Facts) -> list[Finding]:
@@ -32,7 +32,7 @@ def check_updates(facts: Facts) -> list[Finding]:
         why = text("why.scaler" if trace.scaler_skipped else "why.lr-zero" if zero_lr else "why.skipped")
         findings.append(make_finding(
             Code.NOT_UPDATED, Severity.ERROR,
-            text("not-updated", params=len(stale), modules=names(modules), why=why, lrs=list(optimizer.lrs)),
+            text("not-updated", params=len(stale), modules=listing(modules), why=why, lrs=list(optimizer.lrs)),
             text("not-updated.fix"), modules=modules,
             regions=facts.regions_of(modules),
             evidence={"stale_params": len(stale), "lrs": list(optimizer.lrs), "steps": trace.optimizer_steps},

@@ -1,0 +1,204 @@
+"""What findings say, in every language, side by side: keeping the languages next to each other is what
+keeps them saying the same thing. A value is a format string, or {"one": ..., "other": ...} chosen by the
+`count` field. Stdlib only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FINDINGS: dict[str, dict[str, Any]] = {
+    "layers": {"en": {"one": "{count} LoRA layer ({params} trainable parameters)",
+                      "other": "{count} LoRA layers ({params} trainable parameters)"},
+               "zh": "{count} 个 LoRA 层（{params} 个可训练参数）"},
+    "grad-disabled.ran": {
+        "en": "{what} in {regions} ran under torch.{mode}(){at}, so autograd recorded nothing for them and they got "
+              "no gradient.",
+        "zh": "{regions} 中的 {what} 在 torch.{mode}() 下运行{at}，autograd 没有记录它们，因此它们没有得到梯度。"},
+    "grad-disabled.fed": {
+        "en": "{what} in {regions} fed a path that ran under torch.{mode}(){at}, so no gradient came back to them.",
+        "zh": "{regions} 中的 {what} 的输出经过了在 torch.{mode}() 下运行的代码{at}，梯度因此无法传回。"},
+    "grad-disabled.fix": {
+        "en": "Run the training forward with grad enabled: replace the `with torch.{mode}():`{place} by "
+              "`with torch.set_grad_enabled(self.training):`, or keep {mode} for evaluation code only.",
+        "zh": "训练时的前向传播必须启用梯度：把{place}的 `with torch.{mode}():` 改为 "
+              "`with torch.set_grad_enabled(self.training):`，或只在评估代码中使用 {mode}。"},
+    "detached": {
+        "en": "{what} in {regions} ran with grad enabled, but the path to the loss is cut by {detail}{at}; no "
+              "gradient came back.",
+        "zh": "{regions} 中的 {what} 在启用梯度时运行，但通往损失的路径被 {detail}{at} 切断，没有梯度传回。"},
+    "detached.fix.detach": {"en": "Remove the `.detach()` there, so the gradient flows back into the LoRA layers.",
+                            "zh": "删除该处的 `.detach()`，让梯度流回 LoRA 层。"},
+    "detached.fix.data": {"en": "Use the tensor itself instead of its `.data` there.",
+                          "zh": "在该处直接使用张量本身，不要用 `.data`。"},
+    "detached.fix.numpy": {"en": "Keep the computation in torch: a NumPy round trip drops the autograd graph.",
+                           "zh": "保持在 torch 中计算：转成 NumPy 再转回会丢失计算图。"},
+    "detached.fix.tolist": {"en": "Keep the values as a tensor: `.tolist()` drops the autograd graph.",
+                            "zh": "保持为张量：`.tolist()` 会丢失计算图。"},
+    "detached.fix.item": {"en": "Keep the value as a tensor: `.item()` drops the autograd graph.",
+                          "zh": "保持为张量：`.item()` 会丢失计算图。"},
+    "checkpoint": {
+        "en": "{what} in {regions} sit inside reentrant activation checkpointing whose inputs do not require grad "
+              "({detail}): the block's output does not require grad, so backward never re-runs it and its LoRA gets "
+              "no gradient.",
+        "zh": "{regions} 中的 {what} 位于可重入激活检查点内，而其输入不需要梯度（{detail}）：该块的输出不需要梯度，"
+              "反向传播不会重新运行它，其中的 LoRA 得不到梯度。"},
+    "checkpoint.fix": {
+        "en": "Call `model.enable_input_require_grads()` before training, or use non-reentrant checkpointing: "
+              "`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}})`.",
+        "zh": "训练前调用 `model.enable_input_require_grads()`，或改用非可重入检查点："
+              "`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}})`。"},
+    "bypassed.direct": {
+        "en": "{what} in {regions} never ran: their base weight was used directly ({detail}){at}, around the LoRA "
+              "wrapper.",
+        "zh": "{regions} 中的 {what} 从未运行：其基础权重被直接使用（{detail}）{at}，绕过了 LoRA 包装层。"},
+    "bypassed.direct.fix": {"en": "Call the module itself (`layer(x)`) instead of using its `.weight` directly.",
+                            "zh": "直接调用该模块（`layer(x)`），不要直接使用它的 `.weight`。"},
+    "bypassed": {
+        "en": "{what} in {regions} never ran in this step, so their trainable LoRA got no gradient. The step went "
+              "through {traversed}.",
+        "zh": "{regions} 中的 {what} 在这一步中从未运行，其可训练的 LoRA 因此没有梯度。这一步经过的是：{traversed}。"},
+    "bypassed.fix": {"en": "Encode through the part of the model that holds the LoRA (the path the adapter was meant "
+                           "for)",
+                     "zh": "让编码经过持有 LoRA 的那部分模型（适配器本来要训练的路径）"},
+    "bypassed.fix.regex": {
+        "en": ", or put LoRA on the layers this step runs: in {model}, LoraConfig(target_modules=r\"{regex}\"); "
+              "lora-trace checked with PEFT's matching that it selects exactly the linear layers the traced step ran "
+              "there",
+        "zh": "，或把 LoRA 放到这一步实际运行的层上：在 {model} 中使用 LoraConfig(target_modules=r\"{regex}\")；"
+              "lora-trace 已用 PEFT 自己的匹配规则验证，它恰好选中这一步运行过的线性层"},
+    "bypassed.fix.deep": {"en": "; lora_trace.diagnose() proposes a target_modules value checked against this model",
+                          "zh": "；lora_trace.diagnose() 会给出针对该模型验证过的 target_modules"},
+    "off-path": {
+        "en": "{what} in {regions} ran with grad enabled, but their output never reaches the loss, so they got no "
+              "gradient.",
+        "zh": "{regions} 中的 {what} 在启用梯度时运行，但其输出从未到达损失，因此没有梯度。"},
+    "off-path.deep": {"en": " Re-run with trace(..., deep=True) or lora_trace.diagnose() to find a detaching line.",
+                      "zh": " 用 trace(..., deep=True) 或 lora_trace.diagnose() 重新运行，可找到切断梯度的代码行。"},
+    "off-path.fix": {"en": "Make the loss depend on these layers' output, or take LoRA off layers whose output is "
+                           "unused.",
+                     "zh": "让损失依赖这些层的输出，或把 LoRA 从输出未被使用的层上去掉。"},
+    "adapter-missing": {"en": "No PEFT LoRA layer in the model: LoRA was never applied, or merge_and_unload() "
+                              "removed it.",
+                        "zh": "模型中没有任何 PEFT LoRA 层：LoRA 从未被应用，或已被 merge_and_unload() 移除。"},
+    "adapter-missing.fix": {"en": "Wrap the model with `peft.get_peft_model(model, LoraConfig(...))` before building "
+                                  "the optimizer.",
+                            "zh": "在创建优化器之前用 `peft.get_peft_model(model, LoraConfig(...))` 包装模型。"},
+    "no-lora-params": {"en": "A PEFT config is present but the model holds no LoRA layer, so there is nothing to "
+                             "train.",
+                       "zh": "存在 PEFT 配置，但模型中没有任何 LoRA 层，没有可训练的内容。"},
+    "no-lora-params.fix": {"en": "Check target_modules against the model's module names (`lora-trace targets`).",
+                           "zh": "对照模型的模块名检查 target_modules（`lora-trace targets`）。"},
+    "adapter-inactive": {"en": "{layers} LoRA layers in {regions} add no LoRA delta: the adapter is {reasons}.",
+                         "zh": "{regions} 中的 {layers} 个 LoRA 层没有加上 LoRA 增量：适配器{reasons}。"},
+    "reason.disabled": {"en": "disabled", "zh": "已被禁用"},
+    "reason.merged": {"en": "merged into the base weights", "zh": "已合并进基础权重"},
+    "reason.idle": {"en": "not the active adapter ({idle} trainable; active: {active})",
+                    "zh": "不是激活的适配器（可训练：{idle}；激活：{active}）"},
+    "reason.scaled": {"en": "scaled to zero", "zh": "缩放系数为零"},
+    "fix.disabled": {"en": "re-enable the adapter layers (`model.enable_adapter_layers()`, or leave the "
+                           "`with model.disable_adapter():` block before training)",
+                     "zh": "重新启用适配器层（`model.enable_adapter_layers()`，或在训练前退出 "
+                           "`with model.disable_adapter():`）"},
+    "fix.merged": {"en": "unmerge before training (`model.unmerge_adapter()`)",
+                   "zh": "训练前取消合并（`model.unmerge_adapter()`）"},
+    "fix.idle": {"en": "activate the adapter you train (`model.set_adapter(name)`), or freeze the ones you do not",
+                 "zh": "激活要训练的适配器（`model.set_adapter(name)`），或冻结不训练的适配器"},
+    "fix.scaled": {"en": "restore the scale (`lora_alpha` > 0, or undo `scale_layer(0)`)",
+                   "zh": "恢复缩放系数（`lora_alpha` > 0，或撤销 `scale_layer(0)`）"},
+    "lora-frozen": {"en": "{params} LoRA parameters of the active adapter in {regions} have requires_grad=False, so "
+                          "they cannot learn.",
+                    "zh": "{regions} 中激活适配器的 {params} 个 LoRA 参数 requires_grad=False，无法学习。"},
+    "lora-frozen.fix": {"en": "Re-enable them after any freezing: `lora_trace.fixes.enable_lora_gradients(model)`; "
+                              "load adapters with `PeftModel.from_pretrained(..., is_trainable=True)`.",
+                        "zh": "在所有冻结操作之后重新启用：`lora_trace.fixes.enable_lora_gradients(model)`；"
+                              "加载适配器时使用 `PeftModel.from_pretrained(..., is_trainable=True)`。"},
+    "eval-mode": {"en": "{modules} in eval mode during the traced step: dropout (LoRA dropout too) is off. Not a "
+                        "cut by itself.",
+                  "zh": "{modules} 在被追踪的训练步中处于 eval 模式：dropout（包括 LoRA dropout）被关闭。这本身不会切断梯度。"},
+    "eval-mode.fix": {"en": "Call `model.train()` before the training step.", "zh": "在训练步之前调用 `model.train()`。"},
+    "target-unmatched": {
+        "en": {"one": "{count} target_modules entry of adapter '{adapter}' in {model} matched no module ({table}).",
+               "other": "{count} target_modules entries of adapter '{adapter}' in {model} matched no module ({table})."},
+        "zh": "{model} 中适配器 '{adapter}' 的 {count} 个 target_modules 条目没有匹配到任何模块（{table}）。"},
+    "target-unmatched.all": {"en": " Nothing matched at all.", "zh": " 完全没有匹配。"},
+    "target-unmatched.some": {"en": " PEFT silently ignores them beside valid ones.",
+                              "zh": " 与有效条目并存时，PEFT 会静默忽略它们。"},
+    "target-unmatched.glob": {"en": " {entry}: list entries match exact module names or name suffixes after a '.'; "
+                                    "'*' is no wildcard there and a list entry is no regex.",
+                              "zh": " {entry}：列表条目只匹配完整模块名或以 '.' 分隔的名称后缀；其中的 '*' 不是通配符，"
+                                    "列表条目也不是正则表达式。"},
+    "target-unmatched.fix": {"en": "Use PEFT's forms: a list of exact names or name suffixes (`q_proj`), or one regex "
+                                   "string that is fullmatched against the whole module name",
+                             "zh": "使用 PEFT 支持的写法：由完整名称或名称后缀组成的列表（`q_proj`），或一个与完整模块名"
+                                   "整体匹配（fullmatch）的正则字符串"},
+    "target-unmatched.fix.regex": {
+        "en": ". This regex keeps your other entries and does what the pattern meant; lora-trace checked it with "
+              "PEFT's matching: target_modules=r\"{regex}\".",
+        "zh": "。下面的正则保留其他条目，并实现该模式的本意；lora-trace 已用 PEFT 的匹配规则验证："
+              "target_modules=r\"{regex}\"。"},
+    "target-unmatched.fix.cli": {"en": "; `lora-trace targets` shows what each entry matches.",
+                                 "zh": "；`lora-trace targets` 可显示每个条目匹配到的模块。"},
+    "loss-no-grad": {"en": "The loss has no grad_fn: nothing it was computed from requires grad, so backward cannot "
+                           "reach any LoRA parameter.",
+                     "zh": "损失没有 grad_fn：计算它的输入都不需要梯度，反向传播到达不了任何 LoRA 参数。"},
+    "loss-no-grad.fix": {"en": "Find where the loss's inputs lose their graph (no_grad, detach, frozen parameters); "
+                               "lora_trace.diagnose() names the line.",
+                         "zh": "找出损失的输入在哪里丢失了计算图（no_grad、detach、冻结的参数）；"
+                               "lora_trace.diagnose() 会指出具体代码行。"},
+    "folded-loss": {"en": " As a consequence the loss has no grad_fn.", "zh": " 因此损失没有 grad_fn。"},
+    "nonfinite-grad": {"en": "{params} LoRA parameters got NaN/Inf gradients ({modules}).",
+                       "zh": "{params} 个 LoRA 参数得到了 NaN/Inf 梯度（{modules}）。"},
+    "nonfinite-grad.fix": {"en": "Lower the learning rate, check the loss for log(0) or division by zero, or use a "
+                                 "GradScaler.",
+                           "zh": "降低学习率，检查损失中是否有 log(0) 或除以零，或使用 GradScaler。"},
+    "not-in-optimizer": {"en": "{params} trainable LoRA parameters are in no optimizer param group: they get "
+                               "gradients but nothing updates them (an optimizer built before get_peft_model?).",
+                         "zh": "{params} 个可训练的 LoRA 参数不在任何优化器参数组中：它们有梯度但不会被更新"
+                               "（优化器是否在 get_peft_model 之前创建？）。"},
+    "not-in-optimizer.fix": {"en": "Build the optimizer after get_peft_model: `optimizer = torch.optim.AdamW([p for p "
+                                   "in model.parameters() if p.requires_grad], lr=...)`.",
+                             "zh": "在 get_peft_model 之后创建优化器：`optimizer = torch.optim.AdamW([p for p in "
+                                   "model.parameters() if p.requires_grad], lr=...)`。"},
+    "zero-grad-at-init": {"en": "{layers} LoRA layers have exactly-zero lora_A gradients because lora_B is still all "
+                                "zero; lora_B got a gradient, so lora_A will after the first update. This is normal "
+                                "at initialisation.",
+                          "zh": "{layers} 个 LoRA 层的 lora_A 梯度恰好为零，因为 lora_B 仍全为零；lora_B 已得到梯度，"
+                                "第一次更新后 lora_A 也会有梯度。这在初始化时是正常的。"},
+    "note.no-loss": {"en": "no loss was seen: call backward() inside the block, return the loss from the model, or pass it with t.diagnose(loss=...)",
+                     "zh": "没有观察到损失：请在代码块内调用 backward()、让模型返回损失，或用 t.diagnose(loss=...) 传入损失"},
+    "note.meta": {"en": "gradient norms do not exist on the meta device: only which parameters a gradient reaches",
+                  "zh": "meta 设备上没有梯度数值：只能判断梯度到达了哪些参数"},
+    "note.default-mode": {"en": "default mode: detaching calls are not watched; lora_trace.diagnose() or trace(deep=True) finds the line that cuts a path",
+                          "zh": "默认模式不监视切断计算图的调用；lora_trace.diagnose() 或 trace(deep=True) 能找到切断路径的代码行"},
+    "note.compiled": {"en": "the model is torch.compile'd: it was traced through its original module; the hooks made dynamo recompile it, and what dynamo fuses is seen only at module boundaries",
+                      "zh": "模型经过 torch.compile：追踪的是其原始模块；钩子会让 dynamo 重新编译，被 dynamo 融合的部分只能在模块边界处观察"},
+    "ddp-unused": {"en": "Under DDP, some ranks produced no gradient for trainable LoRA parameters: {parts}.",
+                   "zh": "在 DDP 下，有的 rank 没有为可训练的 LoRA 参数产生梯度：{parts}。"},
+    "ddp-unused.rank": {"en": "rank {rank}: {count} ({params})", "zh": "rank {rank}：{count} 个（{params}）"},
+    "ddp-unused.divergent": {"en": " Ranks {ranks} took a different path than the others: these are the parameters DDP reports as unused (with find_unused_parameters=False its backward waits for them until the process-group timeout).",
+                             "zh": " rank {ranks} 走了与其他 rank 不同的路径：这些就是 DDP 报告为未使用的参数（find_unused_parameters=False 时，反向传播会一直等待它们直到进程组超时）。"},
+    "ddp-unused.none": {"en": " No rank used them: the per-rank findings say why.",
+                        "zh": " 没有任何 rank 使用它们：各 rank 的诊断说明了原因。"},
+    "ddp-unused.fix": {"en": "Make every rank run the same LoRA layers (the same branches for every batch), or construct DDP with find_unused_parameters=True while a rank may skip some; the per-rank reports show each path.",
+                       "zh": "让每个 rank 运行相同的 LoRA 层（每个批次走相同的分支），或在某些 rank 可能跳过时用 find_unused_parameters=True 构造 DDP；各 rank 的报告显示了各自的路径。"},
+    "zero-grad-at-init.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
+    "no-supervised-tokens": {"en": "Every label in the batch equals the ignore index -100: no token is supervised, "
+                                   "so the loss is {loss} and the gradients carry nothing.",
+                             "zh": "该批次的所有标签都等于忽略索引 -100：没有任何 token 被监督，损失为 {loss}，梯度不携带信息。"},
+    "no-supervised-tokens.fix": {"en": "Check the collator / label masking: prompt masking that also masks the "
+                                       "answer, truncation that cuts every answer, or padding labelled -100 everywhere.",
+                                 "zh": "检查数据整理器和标签掩码：提示掩码是否把答案也掩掉了、截断是否截掉了所有答案、"
+                                       "或所有位置都被标为 -100。"},
+    "not-updated": {"en": "{params} LoRA parameters got non-zero gradients and sit in the optimizer, but their "
+                          "values did not change over the step ({modules}): {why}. Learning rates: {lrs}.",
+                    "zh": "{params} 个 LoRA 参数得到了非零梯度且在优化器中，但这一步之后数值没有变化（{modules}）："
+                          "{why}。学习率：{lrs}。"},
+    "why.lr-zero": {"en": "a learning rate of 0", "zh": "学习率为 0"},
+    "why.scaler": {"en": "the GradScaler found inf/NaN in the scaled gradients and skipped optimizer.step() (normal now and then while the scale calibrates; a problem when every step skips)",
+                   "zh": "GradScaler 在缩放后的梯度中发现 inf/NaN，跳过了 optimizer.step()（缩放系数校准期间偶尔发生是正常的；每一步都跳过则有问题）"},
+    "why.skipped": {"en": "a skipped step (a GradScaler that found inf/NaN?)",
+                    "zh": "优化步被跳过（GradScaler 发现了 inf/NaN？）"},
+    "not-updated.fix": {"en": "Check the learning-rate schedule (warm-up starting at 0), and the GradScaler's scale "
+                              "and inf checks.",
+                        "zh": "检查学习率调度（从 0 开始的预热）以及 GradScaler 的缩放和 inf 检查。"},
+}
