@@ -11,8 +11,9 @@ import torch
 
 from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
 from .autograd import walk
-from .discovery import Discovery, peft_configs
+from .discovery import Discovery
 from .losses import describe_loss
+from .peft import peft_configs
 from .recording import GradCounter, Recording
 
 

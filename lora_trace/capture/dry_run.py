@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ..core.findings import Diagnosis
-from .discovery import is_lora_layer, unwrap
+from .discovery import unwrap
 from .losses import find_loss
+from .peft import is_lora_layer
 from .tracer import Tracer
 
 

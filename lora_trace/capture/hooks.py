@@ -19,8 +19,8 @@ from torch.utils.hooks import RemovableHandle
 
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
-from .discovery import adapter_active, under
 from .losses import describe_loss, scalar_candidate
+from .peft import adapter_active, under
 from .recording import GradCounter, GradOffPlace, LossSeen, Recording
 from .regionflow import tensors_in
 from .watch import PathWatch

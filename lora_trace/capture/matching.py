@@ -23,7 +23,7 @@ def candidate_modules(base: nn.Module | list[tuple[str, nn.Module]]) -> dict[str
     """Module name -> layer type, for the modules LoRA can adapt (LoRA wrappers count as their base).
 
     `base` is a model, or its (name, module) pairs in named_modules() order."""
-    from .discovery import is_lora_layer
+    from .peft import is_lora_layer
 
     found: dict[str, str] = {}
     inside = None  # the LoRA layer being walked: named_modules() lists its sub-modules right after it
