@@ -8,11 +8,11 @@ import pytest
 import lora_trace
 from lora_trace.present.html import render_html, write_html
 
-from .browser import chromium, open_page
-from .test_render import EVIL, evil_diagnosis
+from ..browser import chromium, open_page
+from .test_dot import EVIL, evil_diagnosis
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-ARTEFACTS = pathlib.Path(__file__).resolve().parents[1] / "test-artifacts"
+GOLDEN = pathlib.Path(__file__).parents[1] / "golden"
+ARTEFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 needs_browser = pytest.mark.skipif(chromium() is None, reason="Debian's chromium is installed by `make test`")
 
 

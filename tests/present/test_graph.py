@@ -8,7 +8,7 @@ import lora_trace
 from lora_trace.present.graph import build_graph
 from lora_trace.scenarios import contrastive_qwen2_audio
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+GOLDEN = pathlib.Path(__file__).parents[1] / "golden"
 
 
 def _lora_states(graph):

@@ -9,7 +9,7 @@ import lora_trace
 from lora_trace.core.regions import region_of
 from lora_trace.scenarios import FAULTS, STRATEGIES, TARGETS, contrastive_qwen2_audio
 
-from .helpers import traced_step
+from ..helpers import traced_step
 
 ALL = list(itertools.product(TARGETS, STRATEGIES, FAULTS))
 

@@ -9,7 +9,7 @@ import lora_trace
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.causal_lm import causal_lm
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+GOLDEN = pathlib.Path(__file__).parents[1] / "golden"
 RUNS = {
     "demo-broken": lambda: contrastive_qwen2_audio(fault="no-grad"),
     "demo-fixed": lambda: contrastive_qwen2_audio(strategy="full_forward"),

@@ -10,7 +10,7 @@ from transformers.modeling_outputs import CausalLMOutput
 import lora_trace
 from lora_trace.scenarios.causal_lm import causal_lm
 
-from .helpers import hook_snapshot
+from ..helpers import hook_snapshot
 
 
 class Shared(nn.Module):

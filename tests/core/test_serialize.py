@@ -10,7 +10,7 @@ from lora_trace.core.errors import RunFormatError
 from lora_trace.core.serialize import SCHEMA_VERSION, diagnosis_to_dict
 from lora_trace.scenarios import contrastive_qwen2_audio
 
-from .helpers import traced_step
+from ..helpers import traced_step
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_oversized_and_missing_files_are_refused(tmp_path, diagnosis):
         lora_trace.load(tmp_path / "missing.json")
 
 
-GOLDEN = __import__("pathlib").Path(__file__).parent / "golden"
+GOLDEN = __import__("pathlib").Path(__file__).parents[1] / "golden"
 
 
 def test_every_saved_kind_goes_through_one_codec_and_has_a_loader(tmp_path):

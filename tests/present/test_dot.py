@@ -13,7 +13,7 @@ from lora_trace.core.errors import GraphvizMissingError
 from lora_trace.present.dot import to_dot
 from lora_trace.present.graph import build_graph
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+GOLDEN = pathlib.Path(__file__).parents[1] / "golden"
 EVIL = '<script>alert("x")</script>\\'
 
 

@@ -10,7 +10,7 @@ from lora_trace.present.comparison import comparison_graph
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.causal_lm import causal_lm
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+GOLDEN = pathlib.Path(__file__).parents[1] / "golden"
 BROKEN, FIXED = GOLDEN / "demo-broken.run.json", GOLDEN / "demo-fixed.run.json"
 
 

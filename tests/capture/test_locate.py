@@ -41,7 +41,7 @@ def test_a_decorated_function_is_pointed_at_by_its_decorator():
 
     finding = lora_trace.diagnose(model, step).findings[0]
     assert finding.code == "grad-disabled"
-    assert finding.location.endswith(f"tests/test_locate.py:{_line_of('@torch.no_grad()')}")
+    assert finding.location.endswith(f"tests/capture/test_locate.py:{_line_of('@torch.no_grad()')}")
 
 
 def test_inference_mode_is_named_as_such():

@@ -7,7 +7,7 @@ import lora_trace
 from lora_trace.core.errors import InvalidModelError, LossNotFoundError, TraceStateError
 from lora_trace.scenarios import contrastive_qwen2_audio
 
-from .helpers import hook_snapshot, traced_step
+from ..helpers import hook_snapshot, traced_step
 
 
 class Boom(RuntimeError):
