@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only overhead tools scale] [--rounds N] [--out RESULTS.md] [--render JSON]`.
+"""`python -m benchmarks [--quick] [--only overhead tools scale cli] [--rounds N] [--out RESULTS.md] [--render JSON]`.
 
 Runs every job of the plan, one fresh process each, one after another (never two at once: they would
 share the 2 cores and slow each other), then writes RESULTS.md and the raw JSON. The full plan takes
@@ -18,10 +18,10 @@ import sys
 import time
 from typing import Any
 
-from . import machine, report
+from . import cli, machine, report
 from .runner import EXACT_MALLOC, ROOT, run_job
 
-SECTIONS = ("overhead", "tools", "scale")
+SECTIONS = ("overhead", "tools", "scale", "cli")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +105,9 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
             _job(f"{10 * n} LoRA modules", "lora_count", n, rounds=plan.count_rounds, profile=n == largest)
             for n in plan.count_layers
         ]
+    if "cli" in sections:
+        _progress("cli: show / diff / render / report on saved runs, each a fresh interpreter")
+        results["cli"] = cli.measure_cli(repeats=2 if plan.quick else 7)
     return results
 
 

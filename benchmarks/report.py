@@ -27,7 +27,7 @@ def _mb(value: float | None) -> str:
 def render(results: dict[str, Any]) -> str:
     targets = evaluate(results)
     parts = [_header(results), _targets(targets), _overhead(results), _tools(results), _init(results),
-             _scale(results), _failures(targets), _method(results)]
+             _scale(results), _cli(results), _failures(targets), _method(results)]
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 
 
@@ -216,6 +216,20 @@ def _scale(results: dict[str, Any]) -> str:
                          f"{job['added_per_lora_ms']:.2f} |")
         lines.append("")
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _cli(results: dict[str, Any]) -> str:
+    job = results.get("cli")
+    if not job:
+        return ""
+    lines = ["## Reading saved runs", "",
+             f"`lora-trace VERB` on the golden demo runs, each call a fresh interpreter, median of {job['repeats']}. "
+             f"For scale: a bare `python -c pass` takes {_s(job['python_s'])} s, "
+             f"`import torch` {_s(job['import_torch_s'])} s.",
+             "", "| verb | median s | min s | imports torch |", "|---|---|---|---|"]
+    lines += [f"| {verb} | {_s(v['median_s'])} | {_s(v['min_s'])} | {'yes' if v['torch_imported'] else 'no'} |"
+              for verb, v in job["verbs"].items()]
+    return "\n".join(lines + [""])
 
 
 def _failures(targets: list[Target]) -> str:

@@ -150,7 +150,22 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         targets.append(_missing("meta Qwen2-Audio-7B diagnose, time", "< 30 s"))
         targets.append(_missing("meta Qwen2-Audio-7B diagnose, memory", "< 2 GB peak RSS"))
     targets.append(_linear_target(results))
+    targets.append(_cli_target(results))
     return targets
+
+
+def _cli_target(results: dict[str, Any]) -> Target:
+    """Reading a saved run needs no torch: every verb under 0.5 s, none importing torch."""
+    goal = "< 0.5 s per verb, no torch imported"
+    job = results.get("cli")
+    if not job:
+        return _missing("show / diff / render / report", goal)
+    slowest = max(job["verbs"].items(), key=lambda item: item[1]["median_s"])
+    torch_users = [verb for verb, v in job["verbs"].items() if v["torch_imported"]]
+    measured = (f"slowest: {slowest[0]} {slowest[1]['median_s']:.3f} s; "
+                f"torch imported by: {', '.join(torch_users) or 'none'}")
+    return Target("show / diff / render / report", goal, measured,
+                  _status(slowest[1]["median_s"] < 0.5 and not torch_users))
 
 
 def _linear_target(results: dict[str, Any]) -> Target:
