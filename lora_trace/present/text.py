@@ -3,6 +3,7 @@ then the root cause with its source line and fix. Torch-free; works on loaded ru
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from typing import Any
 
@@ -140,13 +141,6 @@ def _marker(color: bool):  # noqa: ANN202
 
 
 def _indent(text: str, width: int = 2, limit: int = 108) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > limit - width:
-            lines.append(" " * width + line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    if line:
-        lines.append(" " * width + line)
-    return lines
+    """The text wrapped to `limit` columns, indented by `width`; long names and paths are never broken."""
+    return textwrap.wrap(" ".join(text.split()), limit, initial_indent=" " * width,
+                         subsequent_indent=" " * width, break_long_words=False, break_on_hyphens=False)

@@ -47,14 +47,12 @@ def measure_gradients(scenario: Scenario) -> GradientMeasurement:
     loss = scenario.step(model)
     if loss.requires_grad:
         loss.backward()
-    states = {}
-    for name, param in model.named_parameters():
-        if ".lora_" not in name:
-            continue
-        if param.grad is None:
-            states[name] = GradientState.NONE
-        elif bool(torch.count_nonzero(param.grad) == 0):
-            states[name] = GradientState.ZERO
-        else:
-            states[name] = GradientState.NONZERO
+    states = {name: gradient_state(param) for name, param in model.named_parameters() if ".lora_" in name}
     return GradientMeasurement(float(loss.detach()), states)
+
+
+def gradient_state(param: torch.Tensor) -> GradientState:
+    """None, exactly zero, or non-zero: what backward left in `param.grad`."""
+    if param.grad is None:
+        return GradientState.NONE
+    return GradientState.ZERO if bool(torch.count_nonzero(param.grad) == 0) else GradientState.NONZERO

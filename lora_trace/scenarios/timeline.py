@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .base import Scenario, marked_line
-from .ground_truth import GradientMeasurement, GradientState
+from .ground_truth import GradientMeasurement, GradientState, gradient_state
 from .timeline_steps import (
     batch_of,
     disable_adapter_forward,
@@ -171,14 +171,7 @@ def measure_timeline(scenario: Scenario) -> TimelineMeasurement:
     frozen = frozenset(n for n, p in lora if n in trainable and not p.requires_grad)
     if loss.requires_grad and not scenario.knobs.get("runs_backward"):
         loss.backward()
-    states = {}
-    for name, param in lora:
-        if param.grad is None:
-            states[name] = GradientState.NONE
-        elif bool(torch.count_nonzero(param.grad) == 0):
-            states[name] = GradientState.ZERO
-        else:
-            states[name] = GradientState.NONZERO
+    states = {name: gradient_state(param) for name, param in lora}
     return TimelineMeasurement(GradientMeasurement(float(loss.detach()), states), frozen,
                                loss.requires_grad, loss.grad_fn is None)
 
