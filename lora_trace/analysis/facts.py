@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..core.records import LoraSite, ModuleCall, Trace
+from .timeline import Timeline
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class Facts:
         for call in self.trace.calls:
             table.setdefault(call.module, []).append(call)
         return table
+
+    @cached_property
+    def timeline(self) -> Timeline:
+        """The adapter states the layers ran in, the flags at the end, the changes made during the step."""
+        return Timeline(self)
 
     @cached_property
     def module_of(self) -> dict[str, str]:

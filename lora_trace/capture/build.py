@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, Trace
+from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, StateChange, Trace
 from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
@@ -45,7 +45,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
     reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
     if not losses:
         notes.append("note.no-loss")
-    arrivals = _arrivals(rec.grads)
+    arrivals = _arrivals(_late_gradients(rec) | rec.grads)
     if any(a.norm is None for a in arrivals):
         notes.append("note.meta")
     region_calls, loss_fed_by = rec.flow.records(roots)
@@ -81,7 +81,28 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         labels_all_ignored=rec.labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         notes=tuple(notes),
+        changes=_changes(rec),
+        trainable_at_end=tuple(name for name, p in found.lora_params() if p.requires_grad),
     )
+
+
+def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
+    """Gradients of LoRA parameters frozen at the start and unfrozen by the step (no hook could see them)."""
+    late = {}
+    for name, param, grad, version in rec.start.frozen:
+        now = param.grad
+        if now is None or (now is grad and now._version == version):
+            continue
+        local = now.to_local() if hasattr(now, "to_local") else now
+        with torch.no_grad():
+            late[name] = GradCounter(1, torch.linalg.vector_norm(local.detach().float()))
+    return late
+
+
+def _changes(rec: Recording) -> tuple[StateChange, ...]:
+    return tuple(StateChange(seen.kind, seen.site.location, seen.site.stack, tuple(seen.modules),
+                             tuple(seen.params), seen.value, seen.order, seen.count)
+                 for seen in sorted(rec.changes.values(), key=lambda s: s.order))
 
 
 def _arrivals(grads: dict[str, GradCounter]) -> tuple[GradArrival, ...]:
@@ -150,7 +171,8 @@ def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
         with torch.no_grad():
             updated = tuple(sorted(n for n, before in rec.start.values.items()
                                    if not torch.equal(before, current[n].detach())))
-    return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated)
+    return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
+                         rec.step_lrs, rec.initial_lrs)
 
 
 def _scaler_skipped(rec: Recording) -> bool | None:

@@ -20,8 +20,8 @@ from torch.utils.hooks import RemovableHandle
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
 from .losses import describe_loss, scalar_candidate
-from .peft import adapter_active, under
-from .recording import GradCounter, GradOffPlace, LossSeen, Recording
+from .peft import adapter_active, adapter_state, under
+from .recording import ChangeSeen, GradCounter, GradOffPlace, LossSeen, Recording
 from .regionflow import tensors_in
 from .watch import PathWatch
 
@@ -39,6 +39,9 @@ class StepHooks:
         self.rec = rec
         self._keep = keep
         self.watch: PathWatch | None = None
+        self._site_of = {p.name: site.module for site in rec.found.sites for p in site.params}
+        self._module_of: dict[int, tuple[str, str]] = {}
+        self._base_of: dict[int, str] = {}
 
     def install(self) -> None:
         rec, keep = self.rec, self._keep
@@ -51,6 +54,7 @@ class StepHooks:
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
         if rec.optimizer is not None:
+            keep(rec.optimizer.register_step_pre_hook(self._step_pre_hook))
             keep(rec.optimizer.register_step_post_hook(self._step_hook))
         for name, param in rec.found.lora_params():
             if param.requires_grad:
@@ -61,7 +65,9 @@ class StepHooks:
                             if isinstance(getattr(layer.get_base_layer(), "weight", None), nn.Parameter)}
             self.watch = PathWatch(base_weights=base_weights, inside_wrapper=rec.open_wrappers.__contains__,
                                    on_loss=self._add_loss, in_checkpoint_forward=locate.in_checkpoint_forward,
-                                   candidates=rec.candidates)
+                                   candidates=rec.candidates, on_change=self._on_change)
+            self._module_of = {id(p): (name, self._site_of[name]) for name, p in rec.found.lora_params()}
+            self._base_of = {key: name for key, name in base_weights.items()}
             self.watch.__enter__()
 
     def uninstall_watch(self) -> None:
@@ -101,6 +107,7 @@ class StepHooks:
             seq=len(calls), module=name, phase=phase, grad_enabled=grad_on,
             inference_mode=torch.is_inference_mode_enabled(), inputs=tensor_metas(inputs),
             outputs=tensor_metas(output), adapter_active=adapter_active(module), cut=cut,
+            state=adapter_state(module), training=bool(module.training),
         ))
 
     def _grad_off_place(self, name: str) -> int:
@@ -151,8 +158,37 @@ class StepHooks:
                 ignored = bool((labels == -100).all())
             self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
 
+    def _step_pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The learning rates the update uses (a scheduler may change them right after the step)."""
+        if self.rec.step_lrs is None:
+            groups = optimizer.param_groups
+            self.rec.step_lrs = tuple(float(g.get("lr", 0.0)) for g in groups)
+            self.rec.initial_lrs = tuple(float(g["initial_lr"]) if "initial_lr" in g else None for g in groups)
+
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.rec.optimizer_steps += 1
+
+    def _on_change(self, kind: str, tensor: torch.Tensor, value: bool | None) -> None:
+        """Deep mode: a LoRA parameter's requires_grad set, or a LoRA layer's base weight written."""
+        if kind == "requires-grad":
+            found = self._module_of.get(id(tensor))
+            if found is None or bool(tensor.requires_grad) == value:
+                return  # not LoRA, or no change
+            param, module = found
+        else:
+            module = self._base_of.get(id(tensor))
+            if module is None or module in self.rec.open_wrappers:
+                return  # not a base weight, or written by its own forward (MultiheadAttention LoRA merges there)
+            param = None
+        site = locate.call_site(1)
+        changes = self.rec.changes
+        seen = changes.get((kind, site.location, value))
+        if seen is None:
+            seen = changes[(kind, site.location, value)] = ChangeSeen(kind, site, len(changes), value=value)
+        seen.modules[module] = None
+        if param is not None:
+            seen.params[param] = None
+        seen.count += 1
 
     def _root_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         with self.paused():

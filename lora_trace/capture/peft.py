@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.records import LoraParam, LoraSite, TargetEntry
+from ..core.records import AdapterState, LoraParam, LoraSite, TargetEntry
 from ..core.regions import region_of
 from .matching import candidate_modules, entry_table
 
@@ -41,6 +41,13 @@ def adapter_active(layer: Any) -> bool:
         return False
     held = set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {}))
     return any(a in held and layer.scaling.get(a, 1.0) != 0 for a in layer.active_adapters)
+
+
+def adapter_state(layer: Any) -> AdapterState:
+    """The layer's adapter state right now (read at every call: the step may change it)."""
+    active = tuple(layer.active_adapters)
+    zero = tuple(a for a in active if isinstance(layer.scaling.get(a), (int, float)) and layer.scaling[a] == 0)
+    return AdapterState(active, bool(layer.disable_adapters), bool(layer.merged), zero)
 
 
 def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...], dict[int, str]]:

@@ -14,7 +14,7 @@ import torch
 
 from ..core.records import CutKind, LossInfo, ModuleCall
 from .discovery import Discovery
-from .locate import GradOffSite
+from .locate import GradOffSite, Site
 from .regionflow import RegionFlow
 from .watch import CutCandidate
 
@@ -38,6 +38,19 @@ class GradCounter:
 
 
 @dataclass(slots=True)
+class ChangeSeen:
+    """State changes of one kind at one source line (deep mode): which LoRA layers and parameters."""
+
+    kind: str
+    site: Site
+    order: int
+    modules: dict[str, None] = field(default_factory=dict)
+    params: dict[str, None] = field(default_factory=dict)
+    value: bool | None = None
+    count: int = 0
+
+
+@dataclass(slots=True)
 class LossSeen:
     """A tensor the step treated as its loss, its autograd node (None without a graph) and what it was."""
 
@@ -52,6 +65,9 @@ class OptimizerStart:
     values: dict[str, torch.Tensor]
     grads: list[tuple[torch.Tensor, torch.Tensor | None, int]]
     scale: float | None  # a GradScaler's scale at the start (None without one)
+    frozen: list[tuple[str, torch.Tensor, torch.Tensor | None, int]] = field(default_factory=list)
+    # LoRA parameters frozen at the start (no gradient hook can be registered on them): name, param, its
+    # .grad and that grad's version, so a gradient that reaches them after the step unfreezes them is seen
 
 
 @dataclass(slots=True)
@@ -78,6 +94,9 @@ class Recording:
     flow: RegionFlow = field(default_factory=RegionFlow)
     candidates: dict[Any, CutCandidate] = field(default_factory=dict)  # the deep mode's cut candidates
     open_wrappers: list[str] = field(default_factory=list)  # LoRA wrappers whose forward is running
+    changes: dict[tuple[str, str | None, bool | None], ChangeSeen] = field(default_factory=dict)
+    step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran
+    initial_lrs: tuple[float | None, ...] = ()
 
     def backward_ran(self) -> bool:
         """A gradient arrived, backward()/grad() was seen, or some optimizer parameter's .grad changed."""
@@ -100,11 +119,16 @@ def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerS
     """Values of the LoRA parameters the optimizer holds (to tell which it changed) and every `.grad`."""
     scale = scaler.get_scale() if scaler is not None else None
     if optimizer is None:
-        return OptimizerStart({}, [], scale)
+        return OptimizerStart({}, [], scale, frozen_lora(found))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     held = {id(p) for p in params}
     with torch.no_grad():
         values = {name: p.detach().clone() for name, p in found.lora_params() if id(p) in held
                   and p.device.type != "meta"}
     grads = [(p, p.grad, p.grad._version if p.grad is not None else -1) for p in params]
-    return OptimizerStart(values, grads, scale)
+    return OptimizerStart(values, grads, scale, frozen_lora(found))
+
+
+def frozen_lora(found: Discovery) -> list[tuple[str, torch.Tensor, torch.Tensor | None, int]]:
+    return [(name, p, p.grad, p.grad._version if p.grad is not None else -1) for name, p in found.lora_params()
+            if not p.requires_grad]

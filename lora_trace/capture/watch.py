@@ -28,6 +28,9 @@ _CUTTING: dict[Any, CutKind] = {
 _BACKWARD = {
     torch.Tensor.backward: "backward", torch.autograd.backward: "backward", torch.autograd.grad: "autograd.grad",
 }
+_FLAG_SETTERS = {torch.Tensor.requires_grad_, torch.Tensor.requires_grad.__set__}
+_WRITERS = {torch.Tensor.data.__set__, torch.Tensor.add_, torch.Tensor.sub_, torch.Tensor.copy_, torch.Tensor.mul_,
+            torch.Tensor.div_, torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.set_}
 _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matmul, torch.mm, torch.addmm,
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
 
@@ -54,6 +57,7 @@ class PathWatch(TorchFunctionMode):
         on_loss: Callable[[torch.Tensor, str], None],
         in_checkpoint_forward: Callable[[], bool],
         candidates: dict[tuple[CutKind, str | None, str], CutCandidate] | None = None,
+        on_change: Callable[[str, torch.Tensor, bool | None], None] | None = None,
     ) -> None:
         super().__init__()
         self._base_weights = base_weights
@@ -62,6 +66,7 @@ class PathWatch(TorchFunctionMode):
         self._in_checkpoint_forward = in_checkpoint_forward
         self._local = threading.local()
         self.candidates = candidates if candidates is not None else {}  # filled in place: the recording's
+        self._on_change = on_change
 
     def pause(self) -> _Paused:
         """Our own hooks run inside the mode; their tensor calls are not the user's."""
@@ -90,6 +95,15 @@ class PathWatch(TorchFunctionMode):
             tensor = args[0] if args else None
             if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
                 self._add(kind, locate.call_site(1), f"Tensor.{kind.value}", [tensor.grad_fn])
+            return
+        if func in _FLAG_SETTERS or func in _WRITERS:
+            tensor = args[0] if args else None
+            if self._on_change is not None and isinstance(tensor, torch.nn.Parameter):
+                if func in _WRITERS:
+                    self._on_change("base-write", tensor, None)
+                else:
+                    value = args[1] if len(args) > 1 else kwargs.get("requires_grad", True)
+                    self._on_change("requires-grad", tensor, bool(value))
             return
         if func in _WEIGHT_USERS:
             for arg in args:

@@ -64,6 +64,21 @@ class LoraSite:
 
 
 @dataclass(frozen=True, slots=True)
+class AdapterState:
+    """A LoRA layer's adapter state at one moment: which adapters add a delta, and what stops them."""
+
+    active: tuple[str, ...]  # the layer's active adapters
+    disabled: bool
+    merged: bool
+    zero_scaled: tuple[str, ...] = ()  # active adapters whose scaling is 0
+
+    def contributes(self, adapter: str) -> bool:
+        """Whether `adapter` adds its LoRA delta (so its parameters can get a gradient)."""
+        return (not self.disabled and not self.merged and adapter in self.active
+                and adapter not in self.zero_scaled)
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleCall:
     seq: int  # order within the step
     module: str
@@ -74,6 +89,8 @@ class ModuleCall:
     outputs: tuple[TensorMeta, ...]
     adapter_active: bool | None = None  # LoRA wrappers: some adapter active, unmerged, enabled at the call
     cut: int | None = None  # index into Trace.cuts when the call ran under a disabled grad mode
+    state: AdapterState | None = None  # the adapter state when the layer ran (the timeline)
+    training: bool | None = None  # the layer's training flag when it ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,21 @@ class Cut:
     modules: tuple[str, ...] = ()  # LoRA modules concerned
     count: int = 1
     downstream: bool = False  # seen on the path after the LoRA layers (an op on their output), not around them
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of adapter state made during the step, seen through the torch call that made it (deep mode):
+    PEFT's set_adapter / disable_adapter flip `requires_grad`, merging writes the base weights."""
+
+    kind: str  # "requires-grad" (a LoRA parameter's flag set) | "base-write" (a LoRA layer's base weight written)
+    location: str | None
+    stack: tuple[str, ...]
+    modules: tuple[str, ...]  # LoRA layers concerned
+    params: tuple[str, ...] = ()  # requires-grad: the LoRA parameters whose flag was set
+    value: bool | None = None  # requires-grad: the value set
+    order: int = 0  # order of first sighting in the step
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +154,8 @@ class OptimizerInfo:
     params: tuple[str, ...]  # LoRA parameters held by some param group
     lrs: tuple[float, ...]
     updated: tuple[str, ...] | None = None  # LoRA parameters whose value changed over the step
+    step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran (None: no step)
+    initial_lrs: tuple[float | None, ...] = ()  # each group's `initial_lr`, set by a torch lr scheduler
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +212,5 @@ class Trace:
     loss_fed_by: tuple[int, ...] = ()  # region calls whose outputs the loss is computed from, nearest first
     error: str | None = None  # the exception type and message when the traced block raised
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py
+    changes: tuple[StateChange, ...] = ()  # adapter state changed during the step (deep mode sees these)
+    trainable_at_end: tuple[str, ...] | None = None  # LoRA parameters with requires_grad when the block ended

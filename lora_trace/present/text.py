@@ -43,7 +43,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
     if not trace.complete:
         lines.append(say("raised", error=trace.error))
 
-    for number, (name, verdict, evidence) in enumerate(_steps(trace, facts, codes, say), 1):
+    eval_mode = next((f.modules for f in diagnosis.findings if f.code == "eval-mode"), ())
+    for number, (name, verdict, evidence) in enumerate(_steps(trace, facts, codes, say, eval_mode), 1):
         lines.append(f"{mark(verdict)} {say('step', n=number)}  {name}")
         lines.extend(f"         {line}" for line in evidence)
 
@@ -76,7 +77,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
     return "\n".join(lines)
 
 
-def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say) -> list[tuple[str, str, list[str]]]:
+def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tuple[str, ...]
+           ) -> list[tuple[str, str, list[str]]]:
     sites = trace.sites
     steps = []
     adapters = sorted({a for s in sites for a in s.active_adapters})
@@ -94,9 +96,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say) -> list[tuple[s
     step3 = [say("s3.count", trainable=len(facts.trainable), total=total)]
     steps.append((say("s3"), "FAIL" if "lora-frozen" in codes else "ok", step3))
 
-    eval_names = ", ".join(say.model(m) for m in trace.eval_modules)
-    step4 = [say("s4.eval", modules=eval_names)] if trace.eval_modules else [say("s4.ok")]
-    steps.append((say("s4"), "warn" if trace.eval_modules else "ok", step4))
+    eval_names = ", ".join(say.model(m) for m in eval_mode)
+    step4 = [say("s4.eval", modules=eval_names)] if eval_mode else [say("s4.ok")]
+    steps.append((say("s4"), "warn" if eval_mode else "ok", step4))
 
     ran_grad = {m for m, calls in facts.calls.items() if any(c.grad_enabled for c in calls)}
     ran_off = {m for m, calls in facts.calls.items() if m not in ran_grad}

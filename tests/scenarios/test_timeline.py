@@ -15,23 +15,14 @@ from lora_trace.scenarios.timeline import TIMELINE_CASES, lora_values, measure_t
 ISSUE = "issue 17: "
 BUILT = {case: timeline_case(case) for case in TIMELINE_CASES}  # read-only here: the lists of cases below
 GAPS = {  # what today's tool answers instead of the truth
-    "set-adapter-mid-step": "adds lora-off-path beside adapter-inactive; no line, no adapter names",
-    "merged-weight-sync": "reads the PEFT state at __enter__: lora-off-path instead of adapter-inactive (merged)",
-    "disable-adapter-forward": "reads the PEFT state at __enter__: lora-off-path instead of adapter-inactive",
-    "disable-layers-never-reenabled": "reads the PEFT state at __enter__: lora-off-path instead of adapter-inactive",
     "grad-zero-dropout1": "no grad-zero check: reports nothing",
     "grad-zero-mask": "no grad-zero check: reports nothing",
     "grad-zero-alora-absent": "no grad-zero check: reports nothing",
-    "frozen-reference-copy": "the frozen reference gives lora-frozen (error) and eval-mode (warning)",
     "warmup-lr-zero": "a warm-up lr of 0 gives not-updated as an error",
     "target-parameters-unmatched": "target_parameters entries are not checked",
     "step-runs-own-backward": "diagnose() runs backward a second time and raises",
 }
 LOCATION_GAPS = {
-    "set-adapter-mid-step": "no source line for the set_adapter call",
-    "merged-weight-sync": "no source line for the merge_adapter call",
-    "disable-adapter-forward": "no source line for the disable_adapter block",
-    "disable-layers-never-reenabled": "no source line for the disable_adapter_layers call",
     "grad-zero-mask": "no grad-zero check, so no first zero node",
 }
 
@@ -171,7 +162,6 @@ def test_the_root_cause_names_the_offending_line(case):
     assert (os.path.abspath(path), int(line)) == (os.path.abspath(expected.source[0]), expected.source[1])
 
 
-@pytest.mark.xfail(strict=False, reason=ISSUE + "findings do not carry `adapters` yet")
 def test_the_inactive_adapter_is_named():
     scenario = timeline_case("set-adapter-mid-step")
     root = _diagnose(scenario).findings[0]

@@ -1,66 +1,113 @@
-"""Adapter state and flags: missing adapter, frozen, inactive, eval mode."""
+"""Adapter state and flags, read from the timeline: missing adapter, inactive when the layers ran, frozen
+(at the start or by the step), a frozen reference copy, eval mode while training."""
 
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import LANGUAGES, clauses, listing, text
-from ...core.records import LoraSite
+from ...core.messages import LANGUAGES, at, clauses, join, listing, text
 from ..facts import Facts
+from ..timeline import REASONS
 
 
 def check_config(facts: Facts) -> list[Finding]:
     trace = facts.trace
-    findings: list[Finding] = []
     if not trace.sites:
         key = "no-lora-params" if trace.peft_configs else "adapter-missing"
         code = Code.NO_LORA_PARAMS if trace.peft_configs else Code.ADAPTER_MISSING
         return [make_finding(code, Severity.ERROR, text(key), text(f"{key}.fix"))]
-    inactive = {s.module: reason for s in trace.sites if (reason := _inactive_reason(s))}
-    if inactive:
-        sites = [s for s in trace.sites if s.module in inactive]
-        reasons = {tuple(sorted(r.items())): r for r in inactive.values()}
-        reason_text = {lang: " / ".join(sorted({r[lang] for r in reasons.values()})) for lang in LANGUAGES}
-        kinds = sorted({r["kind"] for r in inactive.values()})
-        fix = clauses(*[text(f"fix.{k}") for k in kinds])
-        regions = listing({s.region for s in sites})
-        findings.append(make_finding(
-            Code.ADAPTER_INACTIVE, Severity.ERROR,
-            text("adapter-inactive", layers=len(sites), regions=regions, reasons=reason_text), fix,
-            modules=tuple(s.module for s in sites), regions=tuple(sorted({s.region for s in sites})),
-            evidence={"reasons": sorted({r["en"] for r in inactive.values()})},
-        ))
-    frozen = [s for s in trace.sites if s.module not in inactive and _frozen_active(s)]
-    if frozen:
-        count = sum(len(_frozen_active(s)) for s in frozen)
-        findings.append(make_finding(
-            Code.LORA_FROZEN, Severity.ERROR,
-            text("lora-frozen", params=count, regions=listing({s.region for s in frozen})), text("lora-frozen.fix"),
-            modules=tuple(s.module for s in frozen), regions=tuple(sorted({s.region for s in frozen})),
-            evidence={"frozen_params": count},
-        ))
-    if trace.eval_modules:
-        findings.append(make_finding(
-            Code.EVAL_MODE, Severity.WARNING,
-            text("eval-mode", modules=listing(trace.eval_modules, empty=text("model.root"))),
-            text("eval-mode.fix"), modules=trace.eval_modules, regions=trace.eval_modules,
-        ))
-    return findings
+    findings = _inactive(facts) + _frozen(facts) + _references(facts)
+    eval_mode = _eval_mode(facts)
+    return findings + ([eval_mode] if eval_mode else [])
 
 
-def _inactive_reason(site: LoraSite) -> dict[str, str] | None:
-    """Why this layer adds no delta for an adapter that holds LoRA to train ({"kind", "en", "zh"}), or None."""
-    if site.disabled:
-        return {"kind": "disabled", **text("reason.disabled")}
-    if site.merged:
-        return {"kind": "merged", **text("reason.merged")}
-    idle = sorted({p.adapter for p in site.params if p.requires_grad and p.adapter not in site.active_adapters})
-    if idle or not any(a in site.adapters for a in site.active_adapters):
-        return {"kind": "idle", **text("reason.idle", idle=", ".join(idle) or "-",
-                                       active=", ".join(site.active_adapters) or "-")}
-    if any(s == 0 for a, s in site.scalings if a in site.active_adapters):
-        return {"kind": "scaled", **text("reason.scaled")}
-    return None
+def _inactive(facts: Facts) -> list[Finding]:
+    inactive = facts.timeline.inactive
+    if not inactive:
+        return []
+    sites = [s for s in facts.trace.sites if s.module in inactive]
+    kinds = sorted({k for reasons in inactive.values() for k in reasons.values()}, key=REASONS.index)
+    adapters = tuple(sorted({a for reasons in inactive.values() for a in reasons}))
+    active = sorted({a for s in sites for state in facts.timeline.states(s) for a in state.active})
+    idle = sorted({a for reasons in inactive.values() for a, k in reasons.items() if k == "idle"})
+    described = {k: text(f"reason.{k}", idle=", ".join(idle) or "-", active=", ".join(active) or "-")
+                 for k in kinds}
+    reasons = {lang: " / ".join(described[k][lang] for k in kinds) for lang in LANGUAGES}
+    modules = tuple(s.module for s in sites)
+    change = facts.timeline.change(modules, set(kinds))
+    message = text("adapter-inactive", layers=len(sites), regions=listing({s.region for s in sites}),
+                   reasons=reasons, adapters=", ".join(adapters))
+    if change is not None:
+        message = join(message, text("adapter-inactive.changed", at=at(change.location)))
+    return [make_finding(
+        Code.ADAPTER_INACTIVE, Severity.ERROR, message, clauses(*[text(f"fix.{k}") for k in kinds]),
+        modules=modules, regions=tuple(sorted({s.region for s in sites})), adapters=adapters,
+        location=change.location if change else None, stack=change.stack if change else (),
+        evidence={"reasons": kinds, "when": "during the step" if change else "when the layers ran"},
+    )]
 
 
-def _frozen_active(site: LoraSite) -> list[str]:
-    return [p.name for p in site.params if p.adapter in site.active_adapters and not p.requires_grad]
+def _frozen(facts: Facts) -> list[Finding]:
+    """Active-adapter LoRA parameters that cannot learn: frozen at the start, or frozen by the step itself."""
+    timeline = facts.timeline
+    references = set(timeline.references)
+    params = []
+    for site in facts.trace.sites:
+        if site.module in references:
+            continue
+        active = {a for state in timeline.states(site) for a in state.active}
+        inactive = timeline.inactive.get(site.module, {})
+        for p in site.params:
+            if p.adapter in inactive or p.adapter not in active:
+                continue
+            frozen_by_step = p.name in timeline.frozen_during_step and p.name in facts.starved
+            if not p.requires_grad or frozen_by_step:
+                params.append(p.name)
+    if not params:
+        return []
+    modules = facts.modules_of(params)
+    change = timeline.change(modules, {"idle"}) if set(params) & timeline.frozen_during_step else None
+    return [make_finding(
+        Code.LORA_FROZEN, Severity.ERROR,
+        text("lora-frozen", params=len(params), regions=listing(facts.regions_of(modules))), text("lora-frozen.fix"),
+        modules=modules, regions=facts.regions_of(modules),
+        adapters=tuple(sorted({p.adapter for s in facts.trace.sites for p in s.params if p.name in set(params)})),
+        location=change.location if change else None, stack=change.stack if change else (),
+        evidence={"frozen_params": len(params)},
+    )]
+
+
+def _references(facts: Facts) -> list[Finding]:
+    references = facts.timeline.references
+    if not references:
+        return []
+    regions = facts.regions_of(references)
+    return [make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
+                         text("frozen-reference", layers=len(references), regions=listing(regions)),
+                         text("frozen-reference.fix"), modules=references, regions=regions)]
+
+
+def _eval_mode(facts: Facts) -> Finding | None:
+    """Modules in eval mode during the training step (dropout off), judged by the mode the LoRA layers ran in:
+    a model put in train mode before its forward (the HF Trainer's `training_step`) is not warned, nor a
+    frozen reference that ran only with grad off; a model switched to eval inside the step is."""
+    trace = facts.trace
+    ran = facts.timeline.ran_in_eval
+    modules = [m for m in trace.eval_modules if ran is None or _stayed_in_eval(facts, m)]
+    if ran:
+        covered = [r for r in ran if any(r == m or r.startswith(m + ".") or m == "" for m in modules)]
+        modules += [r for r in facts.regions_of(sorted(set(ran) - set(covered))) if r not in modules]
+    if not modules:
+        return None
+    return make_finding(Code.EVAL_MODE, Severity.WARNING,
+                        text("eval-mode", modules=listing(modules, empty=text("model.root"))),
+                        text("eval-mode.fix"), modules=tuple(modules), regions=tuple(modules))
+
+
+def _stayed_in_eval(facts: Facts, module: str) -> bool:
+    """Whether a module in eval mode at the start still was when its LoRA layers ran (or they never ran)."""
+    inside = [s for s in facts.trace.sites if module == "" or s.module == module or s.module.startswith(module + ".")]
+    calls = [c for s in inside for c in facts.calls.get(s.module, [])]
+    if calls and all(c.training for c in calls if c.grad_enabled) and any(c.grad_enabled for c in calls):
+        return False  # put in train mode before the forward
+    reference = set(facts.timeline.references)
+    return not (inside and all(s.module in reference for s in inside))

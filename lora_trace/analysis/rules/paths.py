@@ -24,12 +24,11 @@ def check_paths(facts: Facts) -> list[Finding]:
 
     direct = {m: c for c in facts.trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
     watched = [c for c in facts.trace.cuts if c.downstream and c.kind is not CutKind.DIRECT_WEIGHT]
+    timeline = facts.timeline
     for site in facts.starved_sites():
-        if site.disabled or site.merged or not _holds_active(site):
-            continue  # the configuration checks explain it
-        if not any(p.requires_grad and p.adapter in site.active_adapters and p.name in facts.starved
-                   for p in site.params):
-            continue  # only idle adapters starve here: adapter-inactive says so
+        if all(timeline.explained(site, p) or p in timeline.frozen_during_step
+               for p in site.trainable_params if p in facts.starved):
+            continue  # inactive when it ran, or frozen by the step: the configuration checks say so
         calls = facts.calls.get(site.module, [])
         if not calls:
             add(Code.LORA_BYPASSED, site, direct.get(site.module))
@@ -57,11 +56,6 @@ def _bypass_fix(sites: list[LoraSite], facts: Facts) -> dict[str, str]:
         parts.append(text("bypassed.fix.deep"))
     parts.append(text("clauses.end"))
     return join(*parts)
-
-
-def _holds_active(site: LoraSite) -> bool:
-    return any(a in site.adapters for a in site.active_adapters) and all(
-        s != 0 for a, s in site.scalings if a in site.active_adapters)
 
 
 def _best_cut(site: LoraSite, facts: Facts, watched: list[Cut]) -> Cut | None:
