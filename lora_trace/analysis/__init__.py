@@ -16,12 +16,13 @@ from .rules.gradients import check_gradients
 from .rules.paths import check_paths
 from .rules.targets import check_targets
 from .rules.updates import check_updates
+from .rules.zeros import check_zeros
 
 
 def diagnose_trace(trace: Trace) -> Diagnosis:
     facts = Facts(trace)
     findings = (check_config(facts) + check_targets(facts) + check_paths(facts) + check_gradients(facts)
-                + check_updates(facts))
+                + check_zeros(facts) + check_updates(facts))
     return Diagnosis(_fold(order_findings(findings)), trace)
 
 

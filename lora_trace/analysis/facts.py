@@ -65,6 +65,14 @@ class Facts:
         """The LoRA layers holding these parameters, sorted."""
         return tuple(sorted({self.module_of[p] for p in params if p in self.module_of}))
 
+    def config_of(self, module: str, adapter: str) -> dict | None:
+        """The PEFT config (as saved) of `adapter` for the PEFT model holding this LoRA layer."""
+        for prefix, adapters in sorted(self.trace.peft_configs.items(), key=lambda item: -len(item[0])):
+            if prefix == "" or module.startswith(prefix + "."):
+                config = adapters.get(adapter)
+                return config if isinstance(config, dict) else None
+        return None
+
     def regions_of(self, modules: list[str] | tuple[str, ...] | set[str]) -> tuple[str, ...]:
         """The regions of these LoRA layers, sorted."""
         return tuple(sorted({self.sites[m].region for m in modules if m in self.sites}))

@@ -80,6 +80,7 @@ def diagnose(
     label: str | None = None,
 ) -> Diagnosis:
     """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode).
+    A step that runs backward itself (and its own optimizer step) is traced as it is: nothing runs twice.
 
     Afterwards weights, buffers, `.grad`, `requires_grad`, training flags, the optimizer / scaler /
     scheduler state and the CPU/CUDA RNG are exactly what they were. The step's own exception passes through.
@@ -94,11 +95,11 @@ def diagnose(
             loss = find_loss(step(model))
             if not loss.requires_grad:
                 tracer.note_loss(loss)
-            else:
+            elif not tracer.saw_backward():  # a step that runs its own backward (and step) is used as it is
                 if loss.numel() != 1:
                     loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
                 (scaler.scale(loss) if scaler is not None else loss).backward()
-                if optimizer is not None and loss.device.type != "meta":
+                if optimizer is not None and loss.device.type != "meta" and not tracer.saw_optimizer_step():
                     if scaler is not None:
                         scaler.step(optimizer)
                         scaler.update()

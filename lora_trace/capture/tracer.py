@@ -116,6 +116,13 @@ class Tracer:
         if self._hooks is not None:
             self._hooks.rec.losses.append(LossSeen(tensor.grad_fn, describe_loss(tensor, "step")))
 
+    def saw_backward(self) -> bool:
+        """Whether backward already ran inside the block (a gradient arrived, or a backward call was seen)."""
+        return self._hooks is not None and self._hooks.rec.backward_ran()
+
+    def saw_optimizer_step(self) -> bool:
+        return self._hooks is not None and self._hooks.rec.optimizer_steps > 0
+
     # -- results ---------------------------------------------------------------------------------------
     @property
     def trace(self) -> Trace:

@@ -32,8 +32,9 @@ def site(module: str, *, adapter: str = "default", active: tuple[str, ...] = ("d
                     ((adapter, scaling),), params)
 
 
-def call(module: str, *, grad: bool = True, seq: int = 0, cut: int | None = None) -> ModuleCall:
-    return ModuleCall(seq, module, Phase.FORWARD, grad, False, (), (), True, cut)
+def call(module: str, *, grad: bool = True, seq: int = 0, cut: int | None = None, training: bool = True
+         ) -> ModuleCall:
+    return ModuleCall(seq, module, Phase.FORWARD, grad, False, (), (), True, cut, training=training)
 
 
 def arrival(param: str, norm: float = 1.0) -> GradArrival:

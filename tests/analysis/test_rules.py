@@ -98,12 +98,61 @@ def test_unmatched_target_entries_warn_beside_valid_ones_and_fail_alone():
 
 
 def test_eval_mode_is_a_warning_and_the_root_reads_as_the_model():
-    finding = diagnose_trace(build([site(Q0)], eval_modules=("",))).findings[0]
+    finding = diagnose_trace(build([site(Q0)], eval_modules=("",), calls=(call(Q0, training=False),))).findings[0]
     assert (finding.code, finding.severity) == ("eval-mode", "warning")
     assert finding.message.startswith("(model) in eval mode") and finding.text("zh")[0].startswith("（模型）")
+    assert _codes(build([site(Q0)], eval_modules=("",))) == []  # train() ran before the forward
 
 
 def test_the_rule_set_can_fail():
     """The builder's healthy trace is healthy only while every trainable parameter arrives."""
     trace = build([site(Q0)])
     assert _codes(dataclasses.replace(trace, arrivals=trace.arrivals[:1]), "error") == ["lora-off-path"]
+
+
+def test_an_exactly_zero_gradient_that_init_does_not_explain_is_grad_zero():
+    s = site(Q0)  # lora_B not all zero
+    a, b = _params(s)
+    zero = build([s], arrivals=(arrival(a, 0.0), arrival(b, 0.0)),
+                 peft_configs={"base_model.model": {"default": {"lora_dropout": 1.0}}})
+    finding = diagnose_trace(zero).findings[0]
+    assert (finding.code, finding.adapters, finding.evidence["causes"]) == ("grad-zero", ("default",), ["dropout"])
+    assert "LoRA dropout is 1.0" in finding.message
+
+
+def test_zero_gradients_are_not_claimed_when_a_factor_may_still_be_zero():
+    at_init = site(Q0, b_zero=True)
+    a, b = _params(at_init)
+    assert _codes(build([at_init], arrivals=(arrival(a, 0.0), arrival(b, 1.0)))) == ["zero-grad-at-init"]
+    unknown = dataclasses.replace(site(Q0), params=tuple(dataclasses.replace(p, all_zero=None)
+                                                          for p in site(Q0).params))
+    assert _codes(build([unknown], arrivals=(arrival(a, 0.0), arrival(b, 1.0)))) == []  # sharded / meta
+
+
+def test_a_warm_up_from_zero_is_a_warning_and_reads_the_lr_the_update_used():
+    s = site(Q0)
+    params = _params(s)
+    warm = dataclasses.replace(optimizer(params, lrs=(1e-4,), updated=[]), step_lrs=(0.0,), initial_lrs=(1e-3,))
+    finding = diagnose_trace(build([s], optimizer=warm, optimizer_steps=1)).findings[0]
+    assert (finding.code, finding.severity) == ("not-updated", "warning") and finding.evidence["lrs"] == [0.0]
+    cold = dataclasses.replace(warm, initial_lrs=(None,))
+    assert [(f.code, f.severity) for f in diagnose_trace(build([s], optimizer=cold, optimizer_steps=1)).findings] == [
+        ("not-updated", "error")]
+
+
+def test_an_adapter_inactive_when_it_ran_is_named_with_the_line_that_changed_it():
+    from lora_trace.core.records import AdapterState, StateChange
+
+    s = site(Q0)
+    merged = dataclasses.replace(call(Q0), state=AdapterState(("default",), False, True))
+    sync = StateChange("base-write", "train.py:40", ("train.py:40",), (Q0,))
+    finding = diagnose_trace(build([s], calls=(merged,), arrivals=(), changes=(sync,))).findings[0]
+    assert (finding.code, finding.adapters, finding.location) == ("adapter-inactive", ("default",), "train.py:40")
+    assert finding.evidence["reasons"] == ["merged"]
+
+
+def test_a_frozen_copy_run_without_grad_beside_a_trained_model_is_a_reference():
+    policy, reference = site(Q0), site(TEXT, trainable=False)
+    trace = build([policy, reference], calls=(call(Q0), call(TEXT, grad=False, seq=1)),
+                  arrivals=tuple(arrival(p) for p in _params(policy)), eval_modules=("base_model.model.text",))
+    assert [(f.code, f.severity) for f in diagnose_trace(trace).findings] == [("frozen-reference", "info")]

@@ -1,4 +1,4 @@
-"""What arrived: a loss without grad_fn, non-finite gradients, the zero lora_A gradient at init, the optimizer."""
+"""What arrived: a loss without grad_fn, non-finite gradients, LoRA missing from the optimizer."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ def check_gradients(facts: Facts) -> list[Finding]:
             text("nonfinite-grad", params=len(nonfinite), modules=listing(modules)),
             text("nonfinite-grad.fix"), modules=modules, regions=facts.regions_of(modules),
         ))
-    findings.extend(_zero_at_init(facts))
     if trace.optimizer is not None:
         missing = sorted(facts.trainable - set(trace.optimizer.params))
         if missing:
@@ -34,22 +33,3 @@ def check_gradients(facts: Facts) -> list[Finding]:
                 evidence={"missing_params": len(missing)},
             ))
     return findings
-
-
-def _zero_at_init(facts: Facts) -> list[Finding]:
-    """lora_A gradients exactly zero only because lora_B is still all zero: normal at the first step."""
-    arrivals = {a.param: a for a in facts.trace.arrivals}
-    modules = []
-    for site in facts.trace.sites:
-        b_params = {p.adapter: p for p in site.params if p.role in ("lora_B", "lora_embedding_B")}
-        for a in (p for p in site.params if p.role in ("lora_A", "lora_embedding_A")):
-            b = b_params.get(a.adapter)
-            got_a, got_b = arrivals.get(a.name), arrivals.get(b.name) if b else None
-            if b and b.all_zero and got_a and got_a.zero and got_b and got_b.zero is False:
-                modules.append(site.module)
-                break
-    if not modules:
-        return []
-    message = text("zero-grad-at-init", layers=len(modules))
-    return [make_finding(Code.ZERO_GRAD_AT_INIT, Severity.INFO, message, text("zero-grad-at-init.fix"),
-                         modules=tuple(modules), regions=facts.regions_of(modules))]

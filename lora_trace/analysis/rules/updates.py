@@ -6,6 +6,7 @@ import math
 
 from ...core.findings import Code, Finding, Severity, make_finding
 from ...core.messages import listing, text
+from ...core.records import OptimizerInfo
 from ..facts import Facts
 
 
@@ -27,14 +28,31 @@ def check_updates(facts: Facts) -> list[Finding]:
     stale = sorted(p for p in facts.trainable & held
                    if p in arrivals and arrivals[p].zero is False and p not in optimizer.updated)
     if stale:
-        modules = facts.modules_of(stale)
-        zero_lr = any(lr == 0 for lr in optimizer.lrs)
-        why = text("why.scaler" if trace.scaler_skipped else "why.lr-zero" if zero_lr else "why.skipped")
-        findings.append(make_finding(
-            Code.NOT_UPDATED, Severity.ERROR,
-            text("not-updated", params=len(stale), modules=listing(modules), why=why, lrs=list(optimizer.lrs)),
-            text("not-updated.fix"), modules=modules,
-            regions=facts.regions_of(modules),
-            evidence={"stale_params": len(stale), "lrs": list(optimizer.lrs), "steps": trace.optimizer_steps},
-        ))
+        findings.append(_not_updated(facts, optimizer, stale))
     return findings
+
+
+def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Finding:
+    """Values that did not move. The learning rate is the one the update used (read as optimizer.step()
+    started; a scheduler moves it right after). Zero at a warm-up's start (`initial_lr` > 0, what torch's
+    schedulers set) is expected for a step or two: a warning, never an error."""
+    trace = facts.trace
+    lrs = list(optimizer.step_lrs if optimizer.step_lrs is not None else optimizer.lrs)
+    zero_lr = any(lr == 0 for lr in lrs)
+    initial = list(optimizer.initial_lrs)
+    warmup = zero_lr and len(initial) == len(lrs) and all(
+        lr != 0 or (first is not None and first > 0) for lr, first in zip(lrs, initial, strict=True))
+    if trace.scaler_skipped:
+        why, severity = "why.scaler", Severity.ERROR
+    elif warmup:
+        why, severity = "why.warmup", Severity.WARNING
+    else:
+        why, severity = ("why.lr-zero" if zero_lr else "why.skipped"), Severity.ERROR
+    modules = facts.modules_of(stale)
+    return make_finding(
+        Code.NOT_UPDATED, severity,
+        text("not-updated", params=len(stale), modules=listing(modules), why=text(why, initial=initial), lrs=lrs),
+        text("not-updated.fix.warmup" if warmup else "not-updated.fix"), modules=modules,
+        regions=facts.regions_of(modules),
+        evidence={"stale_params": len(stale), "lrs": lrs, "initial_lrs": initial, "steps": trace.optimizer_steps},
+    )

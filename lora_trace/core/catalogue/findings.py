@@ -164,6 +164,19 @@ FINDINGS: dict[str, dict[str, Any]] = {
                                    "in model.parameters() if p.requires_grad], lr=...)`.",
                              "zh": "在 get_peft_model 之后创建优化器：`optimizer = torch.optim.AdamW([p for p in "
                                    "model.parameters() if p.requires_grad], lr=...)`。"},
+    "grad-zero": {"en": "{params} trainable LoRA parameters in {regions} got a gradient that is exactly zero, and lora_B is not all zero, so this is not the normal first step: {why}. The adapter learns nothing from this batch.",
+                  "zh": "{regions} 中的 {params} 个可训练 LoRA 参数得到的梯度恰好为零，而 lora_B 并非全零，所以这不是正常的第一步：{why}。适配器从这个批次中学不到任何东西。"},
+    "why.zero.dropout": {"en": "LoRA dropout is {p}, so in training mode every input of the LoRA branch is dropped",
+                         "zh": "LoRA dropout 为 {p}，训练模式下 LoRA 分支的所有输入都被丢弃"},
+    "why.zero.alora": {"en": "activated LoRA (alora_invocation_tokens) found no invocation sequence in the batch, so the adapter was masked off for every row",
+                       "zh": "激活式 LoRA（alora_invocation_tokens）在批次中找不到调用序列，因此适配器对每一行都被屏蔽"},
+    "why.zero.masked": {"en": "the LoRA output was multiplied by zero on its way to the loss (a mask that is all zero for this batch, a zero weight)",
+                        "zh": "LoRA 的输出在通往损失的路上被乘以零（对这个批次全为零的掩码、为零的权重）"},
+    "grad-zero.fix.dropout": {"en": "Set lora_dropout below 1 (typically 0.05-0.1).", "zh": "把 lora_dropout 设为小于 1 的值（通常 0.05-0.1）。"},
+    "grad-zero.fix.alora": {"en": "Put the invocation sequence into every training example (it must appear token for token, as the tokenizer produces it), or train a plain LoRA.",
+                            "zh": "在每个训练样本中加入调用序列（必须与分词器产生的 token 完全一致），或改用普通 LoRA。"},
+    "grad-zero.fix.masked": {"en": "Find the zero factor between the LoRA layers and the loss: check the masks (attention / padding masks inverted, all-zero for this batch) and loss weights; lora_trace.diagnose() shows the path.",
+                             "zh": "找出 LoRA 层与损失之间的零因子：检查掩码（注意力/填充掩码是否取反、对该批次是否全零）和损失权重；lora_trace.diagnose() 会显示路径。"},
     "zero-grad-at-init": {"en": "{layers} LoRA layers have exactly-zero lora_A gradients because lora_B is still all "
                                 "zero; lora_B got a gradient, so lora_A will after the first update. This is normal "
                                 "at initialisation.",
@@ -198,6 +211,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
                           "values did not change over the step ({modules}): {why}. Learning rates: {lrs}.",
                     "zh": "{params} 个 LoRA 参数得到了非零梯度且在优化器中，但这一步之后数值没有变化（{modules}）："
                           "{why}。学习率：{lrs}。"},
+    "why.warmup": {"en": "a learning rate of 0 at the start of a warm-up (the schedule's initial lr is {initial}), expected for the first step or two",
+                   "zh": "预热开始时学习率为 0（调度器的初始学习率为 {initial}），前一两步属于正常"},
+    "not-updated.fix.warmup": {"en": "Nothing to fix if the warm-up is intended: the next steps update the adapter. A schedule that starts above 0 (LambdaLR with (step + 1) / warmup) updates from the first step.",
+                               "zh": "如果预热是有意为之则无需修复：后续步骤会更新适配器。让调度从大于 0 开始（LambdaLR 使用 (step + 1) / warmup）可从第一步开始更新。"},
     "why.lr-zero": {"en": "a learning rate of 0", "zh": "学习率为 0"},
     "why.scaler": {"en": "the GradScaler found inf/NaN in the scaled gradients and skipped optimizer.step() (normal now and then while the scale calibrates; a problem when every step skips)",
                    "zh": "GradScaler 在缩放后的梯度中发现 inf/NaN，跳过了 optimizer.step()（缩放系数校准期间偶尔发生是正常的；每一步都跳过则有问题）"},

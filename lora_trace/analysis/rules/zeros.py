@@ -1,0 +1,96 @@
+"""Gradients that arrive and are exactly zero: normal for lora_A at the first step (lora_B still zero),
+an error otherwise (the adapter was masked off for this batch, dropped, or multiplied by zero)."""
+
+from __future__ import annotations
+
+from ...core.findings import Code, Finding, Severity, make_finding
+from ...core.messages import listing, text
+from ..facts import Facts
+
+
+def check_zeros(facts: Facts) -> list[Finding]:
+    at_init, modules = _zero_at_init(facts)
+    findings = []
+    if modules:
+        findings.append(make_finding(
+            Code.ZERO_GRAD_AT_INIT, Severity.INFO, text("zero-grad-at-init", layers=len(modules)),
+            text("zero-grad-at-init.fix"), modules=tuple(modules), regions=facts.regions_of(modules)))
+    zero = _unexplained_zeros(facts, at_init)
+    if zero:
+        findings.append(_grad_zero(facts, zero))
+    return findings
+
+
+def _zero_at_init(facts: Facts) -> tuple[set[str], list[str]]:
+    """Gradients exactly zero only because another factor of the same adapter is still all zero (lora_B for
+    Linear, lora_embedding_A for Embedding: whichever PEFT initialised to zero), which itself got a gradient."""
+    arrivals = {a.param: a for a in facts.trace.arrivals}
+    params: set[str] = set()
+    modules: list[str] = []
+    for site in facts.trace.sites:
+        for adapter in site.adapters:
+            own = [p for p in site.params if p.adapter == adapter]
+            zero = [p for p in own if p.all_zero and arrivals.get(p.name) and arrivals[p.name].zero is False]
+            explained = [p.name for p in own if zero and p not in zero and arrivals.get(p.name)
+                         and arrivals[p.name].zero]
+            if explained:
+                params.update(explained)
+                if site.module not in modules:
+                    modules.append(site.module)
+    return params, modules
+
+
+def _unexplained_zeros(facts: Facts, at_init: set[str]) -> list[str]:
+    """Trainable LoRA parameters whose gradient is exactly zero with no other finding explaining it."""
+    trace = facts.trace
+    if trace.labels_all_ignored:  # no-supervised-tokens explains every zero
+        return []
+    inactive = facts.timeline.inactive
+    return sorted(a.param for a in trace.arrivals if a.zero and a.param in facts.trainable
+                  and a.param not in at_init and facts.module_of.get(a.param) is not None
+                  and _adapter(facts, a.param) not in inactive.get(facts.module_of[a.param], {})
+                  and not _sibling_may_be_zero(facts, a.param))
+
+
+def _sibling_may_be_zero(facts: Facts, param: str) -> bool:
+    """Another factor of the same adapter is all zero, or not known not to be (sharded, meta): then this
+    exactly-zero gradient may be the normal first step, and proves nothing."""
+    site = facts.sites[facts.module_of[param]]
+    own = next(p for p in site.params if p.name == param)
+    return any(p.all_zero is not False for p in site.params if p.adapter == own.adapter and p.name != param)
+
+
+def _adapter(facts: Facts, param: str) -> str:
+    site = facts.sites[facts.module_of[param]]
+    return next(p.adapter for p in site.params if p.name == param)
+
+
+def _grad_zero(facts: Facts, zero: list[str]) -> Finding:
+    modules = facts.modules_of(zero)
+    adapters = tuple(sorted({_adapter(facts, p) for p in zero}))
+    causes = sorted({_cause(facts.config_of(m, a)) for m in modules for a in adapters
+                     if facts.config_of(m, a) is not None} or {"masked"})
+    why = text(f"why.zero.{causes[0]}", p=_dropout(facts, modules, adapters))
+    return make_finding(
+        Code.GRAD_ZERO, Severity.ERROR,
+        text("grad-zero", params=len(zero), regions=listing(facts.regions_of(modules)), why=why),
+        text(f"grad-zero.fix.{causes[0]}"), modules=modules, regions=facts.regions_of(modules), adapters=adapters,
+        evidence={"zero_params": len(zero), "causes": causes},
+    )
+
+
+def _cause(config: dict | None) -> str:
+    """What the adapter's configuration says about an exactly-zero gradient (PEFT's own switches)."""
+    if config is None:
+        return "masked"
+    dropout = config.get("lora_dropout")
+    if isinstance(dropout, (int, float)) and dropout >= 1.0:
+        return "dropout"
+    if config.get("alora_invocation_tokens"):
+        return "alora"
+    return "masked"
+
+
+def _dropout(facts: Facts, modules: tuple[str, ...], adapters: tuple[str, ...]) -> object:
+    values = {(facts.config_of(m, a) or {}).get("lora_dropout") for m in modules for a in adapters}
+    return next(iter(values)) if len(values) == 1 else "-"
