@@ -31,6 +31,7 @@ _BACKWARD = {
 _FLAG_SETTERS = {torch.Tensor.requires_grad_, torch.Tensor.requires_grad.__set__}
 _WRITERS = {torch.Tensor.data.__set__, torch.Tensor.add_, torch.Tensor.sub_, torch.Tensor.copy_, torch.Tensor.mul_,
             torch.Tensor.div_, torch.Tensor.zero_, torch.Tensor.fill_, torch.Tensor.set_}
+_KNOWN = set(_CUTTING) | set(_BACKWARD) | _FLAG_SETTERS | _WRITERS
 _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matmul, torch.mm, torch.addmm,
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
 
@@ -74,13 +75,34 @@ class PathWatch(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if not getattr(self._local, "paused", False):
+        if getattr(self._local, "paused", False):
+            return func(*args, **kwargs)
+        self._local.paused = True
+        try:
+            self._observe(func, args, kwargs)
+        finally:
+            self._local.paused = False
+        result = func(*args, **kwargs)
+        if (isinstance(result, torch.Tensor) and result.grad_fn is None and not result.requires_grad
+                and func not in _KNOWN and result.is_floating_point() and torch.is_grad_enabled()):
+            self._graph_end(func, args, result)
+        return result
+
+    def _graph_end(self, func: Any, args: tuple, result: torch.Tensor) -> None:
+        """An op whose input carries a graph and whose float output carries none, with grad enabled: where a
+        path can end without any of the known detaching calls (a tensor rebuilt from another, a copy into a
+        fresh buffer). Allocations shaped like an input (`zeros_like`, `new_empty`) are not cuts."""
+        name = getattr(func, "__name__", "")
+        if name.endswith("_like") or name.startswith("new_") and name != "new_tensor":
+            return
+        nodes = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
+        if nodes:
             self._local.paused = True
             try:
-                self._observe(func, args, kwargs)
+                self._add(CutKind.GRAPH_END, locate.call_site(1), f"{name or 'an op'} (its output has no graph)",
+                          nodes)
             finally:
                 self._local.paused = False
-        return func(*args, **kwargs)
 
     def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
         source = _BACKWARD.get(func)

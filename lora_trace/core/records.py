@@ -24,6 +24,7 @@ class CutKind(str, enum.Enum):
     NUMPY = "numpy"
     DIRECT_WEIGHT = "direct-weight"  # a LoRA layer's base weight used directly, around the wrapper
     CHECKPOINT = "checkpoint"  # a reentrant checkpoint whose inputs do not require grad
+    GRAPH_END = "graph-end"  # any other op whose input carries a graph and whose float output carries none
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +174,17 @@ class RegionCall:
 
 @dataclass(frozen=True, slots=True)
 class TargetEntry:
-    """One target_modules entry of one adapter, and what PEFT's matching selects with it."""
+    """One target_modules or target_parameters entry of one adapter, and what PEFT's matching selects with it."""
 
     peft_model: str  # where the tuner's base model sits in the traced model ("" for a bare model)
     adapter: str
     entry: str
-    kind: str  # "name" (a list entry) | "regex" (a string) | "all-linear"
-    matched: tuple[str, ...]  # full module names
+    kind: str  # "name" (a list entry) | "regex" (a string) | "all-linear" | "parameter" (target_parameters)
+    matched: tuple[str, ...]  # full module names ("parameter": full parameter names)
     note: str | None = None  # why a glob-looking entry matched nothing
     proposal: str | None = None  # a form that PEFT's matching confirms selects modules
+    corrected: tuple[str, ...] = ()  # near-miss entries for one that matched nothing, each checked with PEFT's matching
+    meant: tuple[str, ...] = ()  # full names of what an entry that matched nothing most likely meant
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Source lines for grad-mode changes and detaching calls, on plain modules written in this file."""
 
+import warnings
+
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
@@ -137,3 +140,40 @@ def test_a_branch_the_loss_ignores_is_off_path():
         return m.base_model.model.head(x).pow(2).mean()
 
     assert lora_trace.diagnose(model, step).findings[0].code == "lora-off-path"
+
+
+@pytest.mark.parametrize("rebuild", ["new_tensor", "as_tensor_of_a_copy"])
+def test_an_op_that_returns_a_tensor_without_a_graph_is_located(rebuild):
+    """No list of detaching calls decides it: any op whose input has a graph and whose float output has none."""
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        hidden = m.base_model.model.encoder(x)
+        if rebuild == "new_tensor":
+            hidden = hidden.new_tensor(hidden)  # the rebuilding line
+        else:
+            hidden = torch.as_tensor(hidden.clone(), dtype=torch.float64).float() * 1  # the rebuilding line
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's advice to use clone().detach()
+        finding = lora_trace.diagnose(model, step).findings[0]
+    if rebuild == "new_tensor":
+        assert finding.code == "detached" and "new_tensor" in finding.message
+        assert finding.location.endswith(f":{_line_of('hidden.new_tensor(hidden)  # the rebuilding line')}")
+    else:  # as_tensor keeps the graph: nothing is cut, the head trains and the LoRA layer too
+        assert finding.code != "detached"
+
+
+def test_allocations_shaped_like_a_tensor_are_not_cuts():
+    model = _model()
+    x = torch.randn(3, 4)
+
+    def step(m):
+        hidden = m.base_model.model.encoder(x)
+        noise = torch.zeros_like(hidden) + hidden.new_zeros(hidden.shape)
+        return m.base_model.model.head(hidden + noise).pow(2).mean()
+
+    diagnosis = lora_trace.diagnose(model, step)
+    assert diagnosis.ok and not [c for c in diagnosis.trace.cuts if c.kind.value == "graph-end"]

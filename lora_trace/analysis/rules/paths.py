@@ -9,9 +9,9 @@ from ...core.records import Cut, CutKind, LoraSite
 from ...core.regions import short_name
 from ..facts import Facts
 
-_DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM)
+_DETACHING = (CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.TOLIST, CutKind.ITEM, CutKind.GRAPH_END)
 _CUT_PREFERENCE = [CutKind.DETACH, CutKind.DATA, CutKind.NUMPY, CutKind.NO_GRAD, CutKind.INFERENCE_MODE,
-                   CutKind.TOLIST, CutKind.ITEM]
+                   CutKind.TOLIST, CutKind.ITEM, CutKind.GRAPH_END]
 
 
 def check_paths(facts: Facts) -> list[Finding]:
@@ -96,6 +96,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         message = text("off-path", **common)
         if not facts.trace.deep:
             message = join(message, text("off-path.deep"))
+        else:
+            message = join(message, text("off-path.none"))
         fix = text("off-path.fix")
     return make_finding(code, Severity.ERROR, message, fix, modules=modules, regions=regions,
                         location=cut.location if cut else None, stack=cut.stack if cut else (), evidence=evidence)

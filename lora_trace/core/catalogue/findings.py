@@ -34,6 +34,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
                            "zh": "保持在 torch 中计算：转成 NumPy 再转回会丢失计算图。"},
     "detached.fix.tolist": {"en": "Keep the values as a tensor: `.tolist()` drops the autograd graph.",
                             "zh": "保持为张量：`.tolist()` 会丢失计算图。"},
+    "detached.fix.graph-end": {"en": "Compute it with differentiable torch ops on the tensor itself there: that call returns a tensor without autograd history.",
+                               "zh": "在该处用可微的 torch 运算直接作用于张量本身：那个调用返回的张量没有 autograd 历史。"},
     "detached.fix.item": {"en": "Keep the value as a tensor: `.item()` drops the autograd graph.",
                           "zh": "保持为张量：`.item()` 会丢失计算图。"},
     "checkpoint": {
@@ -74,9 +76,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "{regions} 中的 {what} 在启用梯度时运行，但其输出从未到达损失，因此没有梯度。"},
     "off-path.deep": {"en": " Re-run with trace(..., deep=True) or lora_trace.diagnose() to find a detaching line.",
                       "zh": " 用 trace(..., deep=True) 或 lora_trace.diagnose() 重新运行，可找到切断梯度的代码行。"},
-    "off-path.fix": {"en": "Make the loss depend on these layers' output, or take LoRA off layers whose output is "
-                           "unused.",
-                     "zh": "让损失依赖这些层的输出，或把 LoRA 从输出未被使用的层上去掉。"},
+    "off-path.none": {"en": " Deep mode saw no call between them and the loss that cuts a path, so lora-trace names no line: the output is unused by the loss, or it left torch where lora-trace cannot see (another library, a collective).",
+                      "zh": " 深度模式在这些层与损失之间没有看到切断路径的调用，因此 lora-trace 无法指出代码行：要么损失没有使用其输出，要么输出在 lora-trace 看不到的地方离开了 torch（其他库、集合通信）。"},
+    "off-path.fix": {"en": "No verified fix. If this output is meant to feed the loss, follow it from these layers to the loss (`lora-trace render` draws the regions it reached) and find where it leaves torch; if it is not, take LoRA off these layers.",
+                     "zh": "没有经过验证的修复。如果该输出本应参与损失，请从这些层沿着它追到损失（`lora-trace render` 会画出它经过的区域），找出它离开 torch 的位置；如果不应参与，就把 LoRA 从这些层上去掉。"},
     "adapter-missing": {"en": "No PEFT LoRA layer in the model: LoRA was never applied, or merge_and_unload() "
                               "removed it.",
                         "zh": "模型中没有任何 PEFT LoRA 层：LoRA 从未被应用，或已被 merge_and_unload() 移除。"},
