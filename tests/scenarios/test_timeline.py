@@ -174,3 +174,15 @@ def test_diagnose_puts_the_peft_state_back(case):
     before = _peft_state(scenario.model)
     _diagnose(scenario)
     assert _peft_state(scenario.model) == before
+
+
+@pytest.mark.parametrize("case", TIMELINE_CASES)
+def test_the_trace_sees_exactly_the_gradients_a_real_backward_gives(case):
+    """The oracle: the LoRA parameters the trace says got a gradient (exact zeros included) are those whose
+    `.grad` a plain backward fills, whatever the step did to the adapter state."""
+    scenario = timeline_case(case)
+    trace = _diagnose(scenario).trace
+    got = {a.param for a in trace.arrivals}
+    assert got == set(scenario.truth.grad_params)
+    zero = {a.param for a in trace.arrivals if a.zero}
+    assert zero == set(scenario.knobs["zero_grad_params"])
