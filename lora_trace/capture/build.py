@@ -45,7 +45,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
     reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
     if not losses:
         notes.append("note.no-loss")
-    arrivals = _arrivals(_late_gradients(rec) | rec.grads)
+    arrivals = _arrivals(_late_gradients(rec) | _computed_only(rec) | rec.grads)
     if any(a.norm is None for a in arrivals):
         notes.append("note.meta")
     region_calls, loss_fed_by = rec.flow.records(roots)
@@ -97,6 +97,18 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
         with torch.no_grad():
             late[name] = GradCounter(1, torch.linalg.vector_norm(local.detach().float()))
     return late
+
+
+def _computed_only(rec: Recording) -> dict[str, GradCounter]:
+    """Gradients computed for LoRA parameters but never accumulated (torch.autograd.grad users)."""
+    found = {}
+    for name, seen in rec.incoming.items():
+        if name in rec.grads or seen.norm is None:
+            continue
+        grad = seen.norm.to_local() if hasattr(seen.norm, "to_local") else seen.norm
+        with torch.no_grad():
+            found[name] = GradCounter(seen.count, torch.linalg.vector_norm(grad.detach().float()))
+    return found
 
 
 def _changes(rec: Recording) -> tuple[StateChange, ...]:

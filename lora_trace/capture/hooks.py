@@ -59,6 +59,7 @@ class StepHooks:
         for name, param in rec.found.lora_params():
             if param.requires_grad:
                 keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
+                keep(param.register_hook(self._incoming_hook(name)))
         if rec.deep:
             self._watch_adaptable()
             base_weights = {id(layer.get_base_layer().weight): name for name, layer in rec.found.lora.items()
@@ -211,6 +212,18 @@ class StepHooks:
             counter = self.rec.grads.setdefault(name, GradCounter())
             counter.count += 1
             counter.norm = norm
+            self.rec.backward_seen = True
+
+        return hook
+
+    def _incoming_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        """A gradient computed for the parameter: by backward() or by torch.autograd.grad(), which fills no
+        .grad and so fires no post-accumulate hook. Keeps the last one; its norm is taken when the step ends."""
+
+        def hook(grad: torch.Tensor) -> None:
+            counter = self.rec.incoming.setdefault(name, GradCounter())
+            counter.count += 1
+            counter.norm = grad
             self.rec.backward_seen = True
 
         return hook

@@ -86,7 +86,9 @@ class Recording:
     grad_off: dict[tuple[CutKind, str | None], GradOffPlace] = field(default_factory=dict)
     losses: list[LossSeen] = field(default_factory=list)  # backward() / autograd.grad() roots (deep mode)
     model_outputs: list[LossSeen] = field(default_factory=list)  # loss-like outputs of the model
-    grads: dict[str, GradCounter] = field(default_factory=dict)
+    grads: dict[str, GradCounter] = field(default_factory=dict)  # accumulated into .grad (backward())
+    incoming: dict[str, GradCounter] = field(default_factory=dict)  # computed for it (also autograd.grad(),
+    # which accumulates nothing): the last incoming gradient, its norm taken at the end
     backward_seen: bool = False
     labels_all_ignored: bool | None = None
     optimizer_steps: int = 0
@@ -109,6 +111,7 @@ class Recording:
         """Drop tensors and autograd nodes: what only building the trace needed."""
         self.flow = RegionFlow()
         self.grads = {}
+        self.incoming = {}
         self.model_outputs = []
         self.candidates = {}
         self.start = OptimizerStart({}, [], self.start.scale)
