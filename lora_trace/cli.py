@@ -38,9 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true")
     targets = verbs.add_parser("targets", help="what target_modules selects, on a model built from config.json")
     targets.add_argument("config", metavar="CONFIG.json")
-    group = targets.add_mutually_exclusive_group(required=True)
+    group = targets.add_mutually_exclusive_group()
     group.add_argument("--target-modules", nargs="+", metavar="NAME", help="list entries (names or suffixes)")
     group.add_argument("--target-regex", metavar="RE", help="one regex, fullmatched against module names")
+    targets.add_argument("--target-parameters", nargs="+", metavar="NAME",
+                         help="target_parameters entries (parameter names or suffixes, e.g. mlp.experts.down_proj)")
     targets.add_argument("--exclude-modules", metavar="RE")
     targets.add_argument("--use-dora", action="store_true", help="count DoRA's magnitude vector too")
     targets.add_argument("--json", action="store_true")
@@ -86,10 +88,14 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _targets(args: argparse.Namespace) -> int:
     from .capture.coverage import coverage, format_coverage, model_from_config
+    from .core.errors import BadInputError
 
+    if not (args.target_regex or args.target_modules or args.target_parameters):
+        raise BadInputError("give --target-modules, --target-regex or --target-parameters")
     model = model_from_config(args.config)
-    result = coverage(model, target_modules=args.target_regex or list(args.target_modules),
-                      exclude_modules=args.exclude_modules, use_dora=args.use_dora)
+    result = coverage(model, target_modules=args.target_regex or list(args.target_modules or []) or None,
+                      exclude_modules=args.exclude_modules, use_dora=args.use_dora,
+                      target_parameters=args.target_parameters)
     print(json.dumps(result.to_dict(), indent=1) if args.json else format_coverage(result, args.config))
     return 0
 

@@ -109,3 +109,14 @@ def test_a_bad_regex_is_bad_input(capsys):
     config = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "configs" / "qwen2-audio-7b.json")
     assert main(["targets", config, "--target-regex", "(q_proj"]) == 2
     assert "not a valid regex" in capsys.readouterr().err
+
+
+def test_targets_checks_target_parameters_and_suggests_checked_fixes(capsys):
+    config = str(__import__("pathlib").Path(__file__).parents[1] / "examples" / "configs" / "qwen2-audio-7b.json")
+    assert main(["targets", config, "--target-modules", "q_prj", "k_proj",
+                 "--target-parameters", "mlp.gate_prj.weight", "--json"]) == 0
+    entries = {e["entry"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert entries["q_prj"]["modules"] == 0 and entries["q_prj"]["corrected"] == ["q_proj"]
+    assert entries["mlp.gate_prj.weight"]["kind"] == "parameter"
+    assert entries["mlp.gate_prj.weight"]["corrected"] == ["mlp.gate_proj.weight"]
+    assert main(["targets", config]) == 2

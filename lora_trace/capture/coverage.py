@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..core.errors import BadInputError, InvalidModelError
+from ..core.messages import say
 from ..core.records import TargetEntry
 from ..core.regions import region_of
-from .matching import candidate_modules, entry_table, matches
+from .matching import candidate_modules, candidate_parameters, entry_table, matches, parameter_matches
 
 
 def model_from_config(path: str) -> nn.Module:
@@ -47,6 +48,7 @@ class Coverage:
     entries: tuple[TargetEntry, ...]
     selected: tuple[str, ...]
     params_per_module: int
+    selected_parameters: tuple[str, ...] = ()  # target_parameters: the nn.Parameters selected (2 LoRA params each)
 
     def by_region(self) -> dict[str, int]:
         return dict(sorted(Counter(region_of(name) for name in self.selected).items()))
@@ -57,13 +59,16 @@ class Coverage:
             "modules": len(self.selected),
             "params": len(self.selected) * self.params_per_module,
             "regions": {r: {"modules": n, "params": n * self.params_per_module} for r, n in self.by_region().items()},
-            "entries": [{"entry": e.entry, "modules": len(e.matched), "note": e.note, "proposal": e.proposal}
+            "parameters": len(self.selected_parameters),
+            "entries": [{"entry": e.entry, "kind": e.kind, "modules": len(e.matched), "note": e.note,
+                         "proposal": e.proposal, "corrected": list(e.corrected), "meant": len(e.meant)}
                         for e in self.entries],
         }
 
 
-def coverage(model: nn.Module, *, target_modules: list[str] | str, exclude_modules: str | list[str] | None = None,
-             use_dora: bool = False) -> Coverage:
+def coverage(model: nn.Module, *, target_modules: list[str] | str | None,
+             exclude_modules: str | list[str] | None = None, use_dora: bool = False,
+             target_parameters: list[str] | None = None) -> Coverage:
     from peft import LoraConfig
 
     for pattern in [target_modules, exclude_modules]:
@@ -73,23 +78,38 @@ def coverage(model: nn.Module, *, target_modules: list[str] | str, exclude_modul
             except re.error as error:
                 raise BadInputError(f"{pattern!r} is not a valid regex ({error}); PEFT fullmatches a string "
                                     "target against each module name") from None
-    config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules)
+    config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules,
+                        target_parameters=list(target_parameters) if target_parameters else None)
     modules = candidate_modules(model)
-    selected = tuple(matches(config, modules))
-    return Coverage(type(model).__name__, entry_table(config, modules), selected, 3 if use_dora else 2)
+    selected = tuple(matches(config, modules)) if target_modules else ()
+    parameters = candidate_parameters(model) if target_parameters else None
+    return Coverage(type(model).__name__, entry_table(config, modules, parameters=parameters), selected,
+                    3 if use_dora else 2,
+                    tuple(parameter_matches(target_parameters, parameters)) if parameters is not None else ())
 
 
 def format_coverage(result: Coverage, source: str) -> str:
     lines = [f"{result.model_class} from {os.path.basename(source)} (meta device, PEFT's matching)", ""]
-    lines.append(f"  {'target_modules entry':48s} {'modules':>8s}")
-    for entry in result.entries:
-        lines.append(f"  {entry.entry:48s} {len(entry.matched):8d}")
-        if entry.note:
-            lines.append(f"      ! {entry.note}")
-        if entry.proposal:
-            lines.append(f"      checked regex for the whole config: r\"{entry.proposal}\"")
+    for kind, header, unit in (("module", "target_modules entry", "modules"),
+                               ("parameter", "target_parameters entry", "params")):
+        entries = [e for e in result.entries if (e.kind == "parameter") == (kind == "parameter")]
+        if not entries:
+            continue
+        lines.append(f"  {header:48s} {unit:>8s}")
+        for entry in entries:
+            lines.append(f"  {entry.entry:48s} {len(entry.matched):8d}")
+            if entry.note:
+                lines.append(f"      ! {entry.note}")
+            if entry.proposal:
+                lines.append(f"      checked regex for the whole config: r\"{entry.proposal}\"")
+            if entry.corrected:
+                corrected = " / ".join(repr(c) for c in entry.corrected)
+                lines.append(f"      ? {say('targets.near', 'en', corrected=corrected, count=len(entry.meant))}")
     per = result.params_per_module
     lines += ["", f"Selected: {len(result.selected)} modules, {len(result.selected) * per} LoRA parameters", ""]
+    if result.selected_parameters:
+        count = len(result.selected_parameters)
+        lines[-1:] = [f"Selected by target_parameters: {count} parameters, {count * 2} LoRA parameters", ""]
     lines.append(f"  {'region':48s} {'modules':>8s} {'params':>8s}")
     for region, count in result.by_region().items():
         lines.append(f"  {region:48s} {count:8d} {count * per:8d}")

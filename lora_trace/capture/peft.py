@@ -13,7 +13,7 @@ from torch import nn
 
 from ..core.records import AdapterState, LoraParam, LoraSite, TargetEntry
 from ..core.regions import region_of
-from .matching import candidate_modules, entry_table
+from .matching import candidate_modules, candidate_parameters, entry_table
 
 Named = list[tuple[str, nn.Module]]
 
@@ -144,10 +144,16 @@ def _is_lora_config(config: object) -> bool:
 
 
 def describe_targets(tuners: dict[str, nn.Module], named: Named) -> tuple[TargetEntry, ...]:
+    """Per-entry coverage of every LoRA config: target_modules rows, then target_parameters rows."""
     rows: list[TargetEntry] = []
     for prefix, tuner in tuners.items():
-        modules = candidate_modules(under(named, prefix))
+        below = under(named, prefix)
+        modules = candidate_modules(below)
+        parameters = None
         for adapter, config in sorted(tuner.peft_config.items()):
-            if _is_lora_config(config):
-                rows.extend(entry_table(config, modules, prefix=prefix, adapter=adapter))
+            if not _is_lora_config(config):
+                continue
+            if getattr(config, "target_parameters", None) and parameters is None:
+                parameters = candidate_parameters(below)
+            rows.extend(entry_table(config, modules, prefix=prefix, adapter=adapter, parameters=parameters))
     return tuple(rows)

@@ -156,3 +156,19 @@ def test_a_frozen_copy_run_without_grad_beside_a_trained_model_is_a_reference():
     trace = build([policy, reference], calls=(call(Q0), call(TEXT, grad=False, seq=1)),
                   arrivals=tuple(arrival(p) for p in _params(policy)), eval_modules=("base_model.model.text",))
     assert [(f.code, f.severity) for f in diagnose_trace(trace).findings] == [("frozen-reference", "info")]
+
+
+def test_unmatched_target_parameters_and_near_misses_are_reported():
+    s = site(Q0)
+    param = TargetEntry("base_model.model", "default", "mlp.experts.down_proj.weight", "parameter", (),
+                        corrected=("mlp.experts.down_proj",),
+                        meant=("base_model.model.model.layers.0.mlp.experts.down_proj",))
+    module = TargetEntry("base_model.model", "default", "q", "name", (Q0,))
+    findings = diagnose_trace(build([s], targets=(module, param))).findings
+    [finding] = [f for f in findings if f.code == "target-unmatched"]
+    assert finding.severity == "warning" and "target_parameters" in finding.message
+    assert "'mlp.experts.down_proj'" in finding.fix and "target_parameters" in finding.text("zh")[0]
+    assert finding.modules == ("base_model.model.model.layers.0.mlp.experts.down_proj",)
+    # only parameter rows, none matched: the adapter adapts nothing at all
+    assert [f.severity for f in diagnose_trace(build([s], targets=(param,))).findings
+            if f.code == "target-unmatched"] == ["error"]

@@ -80,3 +80,47 @@ def test_candidate_modules_see_through_lora_wrappers():
     assert modules["model.layers.0.self_attn.q_proj"] == "Linear"
     assert not any(".lora_A" in n or "base_layer" in n for n in modules)
     assert isinstance(model.get_base_model().model.layers[0].self_attn.q_proj.base_layer, torch.nn.Linear)
+
+
+def _tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         intermediate_size=32, vocab_size=32)
+    return Qwen2ForCausalLM(config)
+
+
+def test_a_typo_gets_a_checked_suggestion_naming_the_right_modules():
+    modules = candidate_modules(_tiny_qwen2())
+    rows = {r.entry: r for r in entry_table(LoraConfig(target_modules=["q_prj", "self_atn.v_proj", "k_proj"]),
+                                            modules)}
+    assert rows["q_prj"].matched == () and rows["q_prj"].corrected == ("q_proj",)
+    assert rows["q_prj"].meant == tuple(f"model.layers.{i}.self_attn.q_proj" for i in (0, 1))
+    assert rows["self_atn.v_proj"].corrected == ("self_attn.v_proj",)
+    assert rows["k_proj"].corrected == () and len(rows["k_proj"].matched) == 2
+
+
+def test_a_suggestion_peft_rejects_is_never_proposed():
+    from lora_trace.capture.matching import near_misses
+
+    modules = candidate_modules(_tiny_qwen2())
+    assert [fix for fix, _ in near_misses("q_prj", modules)] == ["q_proj"]
+    excluded = LoraConfig(target_modules=["q_prj", "k_proj"], exclude_modules=r".*q_proj")  # PEFT drops q_proj
+    row = next(r for r in entry_table(excluded, modules) if r.entry == "q_prj")
+    assert row.corrected == () and row.meant == ()
+    assert not near_misses("v_prj.x", {}) and not near_misses("qkv_proj", modules)  # nothing close: no guess
+
+
+def test_unmatched_target_parameters_are_reported_with_a_checked_fix():
+    from lora_trace.capture.matching import candidate_parameters
+    from lora_trace.scenarios.timeline import timeline_case
+
+    model = timeline_case("target-parameters-unmatched").model
+    tuner = model.base_model
+    params = candidate_parameters(list(tuner.model.named_modules()))
+    assert not any("lora_" in name for name in params)
+    rows = {r.entry: r for r in entry_table(tuner.peft_config["default"], {}, parameters=params)}
+    assert rows["mlp.experts.gate_up_proj"].kind == "parameter" and len(rows["mlp.experts.gate_up_proj"].matched) == 2
+    wrong = rows["mlp.experts.down_proj.weight"]
+    assert wrong.matched == () and wrong.corrected == ("mlp.experts.down_proj",)
+    assert wrong.meant == tuple(f"model.layers.{i}.mlp.experts.down_proj" for i in (0, 1))

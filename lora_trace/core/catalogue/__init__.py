@@ -7,6 +7,7 @@ from typing import Any
 
 from .findings import FINDINGS
 from .report import REPORT
+from .targets import TARGETS
 
 LANGUAGES = ("en", "zh")
-MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **REPORT}
+MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **REPORT, **TARGETS}
