@@ -54,6 +54,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
         root = errors[0]
         message, fix = root.text(lang)
         lines.append(f"{say('root')}: {root.code}" + (f"  ({root.location})" if root.location else ""))
+        if root.adapters:
+            lines.append("  " + say("adapters", names=", ".join(root.adapters)))
         lines.extend(_indent(message))
         lines.extend(_indent(say("fix") + fix))
         if root.stack:
@@ -68,6 +70,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
             message, fix = finding.text(lang)
             where = f" ({finding.location})" if finding.location else ""
             lines.append(f"{mark(_verdict_of(finding.severity))} {finding.code}{where}")
+            if finding.adapters:
+                lines.append("         " + say("adapters", names=", ".join(finding.adapters)))
             lines.extend(_indent(message, 9))
             if finding.severity != Severity.INFO.value:
                 lines.extend(_indent(say("fix") + fix, 9))
@@ -81,7 +85,7 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
            ) -> list[tuple[str, str, list[str]]]:
     sites = trace.sites
     steps = []
-    adapters = sorted({a for s in sites for a in s.active_adapters})
+    adapters = sorted({a for s in sites for state in facts.timeline.states(s) for a in state.active})
     step1 = [say("s1.configs", configs=", ".join(say.model(p) for p in trace.peft_configs) or "-"),
              say("s1.layers", layers=len(sites), adapters=", ".join(adapters) or "-")]
     bad1 = codes & {"adapter-missing", "adapter-inactive", "no-lora-params"}
@@ -94,7 +98,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
 
     total = sum(len(s.params) for s in sites)
     step3 = [say("s3.count", trainable=len(facts.trainable), total=total)]
-    steps.append((say("s3"), "FAIL" if "lora-frozen" in codes else "ok", step3))
+    if facts.timeline.frozen_during_step:
+        step3.append(say("s3.end", frozen=len(facts.timeline.frozen_during_step)))
+    steps.append((say("s3"), "FAIL" if "lora-frozen" in codes or facts.timeline.frozen_during_step else "ok", step3))
 
     eval_names = ", ".join(say.model(m) for m in eval_mode)
     step4 = [say("s4.eval", modules=eval_names)] if eval_mode else [say("s4.ok")]

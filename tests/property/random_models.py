@@ -5,6 +5,8 @@ line tagged `# fault: <kind>`, so the diagnosis can point at it and the test can
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,7 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "identity
 
 # Cuts placed at one block of one region (the cut's `region` and `block` say where).
 BLOCK_CUTS = ("no-grad-block", "detach", "data", "numpy", "bypass-linear", "skip", "off-path", "checkpoint",
-              "detach-branch")
+              "detach-branch", "disabled-block", "merged-block")
 # Cuts placed around one region. "no-grad-reference" is an extra no_grad pass over a region (a frozen
 # reference model) beside the normal one: it starves nothing, so it is never an error.
 REGION_CUTS = ("no-grad-region", "no-grad-reference")
@@ -40,7 +42,30 @@ EXPECTED_CODE = {
     "checkpoint": "checkpoint-no-grad",
     "frozen": "lora-frozen",
     "no-grad-reference": None,
+    "disabled-block": "adapter-inactive",  # the adapter state changed during the step, around one block
+    "merged-block": "adapter-inactive",
 }
+
+
+@contextmanager
+def adapters_off(block: nn.Module, how: str) -> Iterator[None]:
+    """PEFT's own switches on the LoRA layers of one block, for the block's forward only."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in block.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        if how == "disabled-block":
+            layer.enable_adapters(False)  # fault: disabled-block
+        else:
+            layer.merge()  # fault: merged-block
+    try:
+        yield
+    finally:
+        for layer in layers:
+            if how == "disabled-block":
+                layer.enable_adapters(True)
+            else:
+                layer.unmerge()
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,9 @@ class Region(nn.Module):
                     out = block(h)
             elif kind == "checkpoint":
                 out = checkpoint(block, h, use_reentrant=True)  # fault: checkpoint
+            elif kind in ("disabled-block", "merged-block"):
+                with adapters_off(block, kind):
+                    out = block(h)
             else:
                 out = block(h)
             if kind == "detach":
@@ -181,6 +209,8 @@ FAULT_FUNCTION = {
     "numpy": Region.forward,
     "bypass-linear": Block.forward,
     "checkpoint": Region.forward,  # the line that called checkpoint(): the boundary is the cause
+    "disabled-block": adapters_off.__wrapped__,  # deep mode sees the call that changed the state
+    "merged-block": adapters_off.__wrapped__,
 }
 
 
