@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .core.errors import LoraTraceError
+from .core.printable import json_printable, printable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +55,7 @@ def _show(args: argparse.Namespace) -> int:
 
     diagnosis = load(args.run)
     if args.json:
-        print(json.dumps(diagnosis.to_dict()["findings"], indent=1, ensure_ascii=False))
+        print(json_printable(json.dumps(diagnosis.to_dict()["findings"], indent=1, ensure_ascii=False)))
     else:
         print(diagnosis.report(lang=args.lang, color=_color(sys.stdout)))
     return 0 if diagnosis.ok else 1
@@ -80,7 +81,7 @@ def _diff(args: argparse.Namespace) -> int:
     from .present.comparison import render_comparison
 
     result = compare(args.a, args.b)
-    print(json.dumps(result.to_dict(), indent=1) if args.json else result)
+    print(json_printable(json.dumps(result.to_dict(), indent=1)) if args.json else printable(str(result)))
     if args.graph:
         print(f"wrote {render_comparison(args.a, args.b, args.graph)}", file=sys.stderr)
     return 0 if result.same_path else 1
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "report":
             return _report(args)
     except (LoraTraceError, OSError) as error:  # bad input: a plain message; a bug keeps its traceback
-        print(f"lora-trace: {error}", file=sys.stderr)
+        print(printable(f"lora-trace: {error}"), file=sys.stderr)
         return 2
     return 2
 

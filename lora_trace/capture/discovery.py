@@ -45,6 +45,11 @@ def unwrap_optimizer(optimizer: Any) -> Any:
     """The torch optimizer inside wrappers such as Accelerate's AcceleratedOptimizer (hooks go on it)."""
     while optimizer is not None and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise InvalidModelError(
+            f"optimizer= takes the torch.optim.Optimizer that trains the model (or a wrapper holding one in "
+            f"`.optimizer`, such as Accelerate's); got {type(optimizer).__name__}. Leave it out to skip the "
+            "update checks.")
     return optimizer
 
 

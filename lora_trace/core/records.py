@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Phase(str, enum.Enum):
@@ -195,7 +196,7 @@ class Trace:
     model_class: str
     versions: dict[str, str]
     sites: tuple[LoraSite, ...]
-    peft_configs: dict[str, dict[str, object]]  # prefix of the PeftModel -> adapter -> its config as a dict
+    peft_configs: dict[str, dict[str, dict[str, Any]]]  # prefix of the PeftModel -> adapter -> its config
     calls: tuple[ModuleCall, ...]
     regions_run: tuple[str, ...]  # regions whose root module ran, in first-run order
     cuts: tuple[Cut, ...]

@@ -19,7 +19,7 @@ import typing
 from typing import Any, TypeVar
 
 from .errors import RunFormatError
-from .findings import Diagnosis
+from .findings import Code, Diagnosis, Severity
 
 SCHEMA_VERSION = 1
 KIND = "lora-trace.run"
@@ -97,7 +97,32 @@ def diagnosis_to_dict(diagnosis: Diagnosis) -> dict[str, Any]:
 
 
 def diagnosis_from_dict(data: Any, *, source: str = "the data") -> Diagnosis:
-    return from_document(data, KIND, Diagnosis, source=source)
+    diagnosis = from_document(data, KIND, Diagnosis, source=source)
+    problem = _dangling(diagnosis)
+    if problem:
+        raise RunFormatError(f"{source} is malformed: {problem}")
+    return diagnosis
+
+
+def _dangling(diagnosis: Diagnosis) -> str | None:
+    """What the types cannot say: codes and severities lora-trace knows, references that point somewhere."""
+    codes, severities = {c.value for c in Code}, {s.value for s in Severity}
+    for i, finding in enumerate(diagnosis.findings):
+        if finding.code not in codes:
+            return f"findings[{i}].code {finding.code!r:.60} is not a finding code (a newer lora-trace's run?)"
+        if finding.severity not in severities:
+            return f"findings[{i}].severity {finding.severity!r:.60} is not one of {sorted(severities)}"
+    trace = diagnosis.trace
+    seqs = {call.seq for call in trace.region_calls}
+    for i, call in enumerate(trace.region_calls):
+        if (call.parent is not None and call.parent not in seqs) or not set(call.fed_by) <= seqs:
+            return f"trace.region_calls[{i}] refers to a region call that is not in the run"
+    if not set(trace.loss_fed_by) <= seqs:
+        return "trace.loss_fed_by refers to a region call that is not in the run"
+    for i, call in enumerate(trace.calls):
+        if call.cut is not None and not 0 <= call.cut < len(trace.cuts):
+            return f"trace.calls[{i}].cut {call.cut} is not the index of a cut in the run"
+    return None
 
 
 def save_diagnosis(diagnosis: Diagnosis, path: str | os.PathLike[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import networkx as nx
 
 from ..core.errors import BadInputError, GraphvizMissingError
+from ..core.printable import printable
 from .graph import build_graph
 
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -34,7 +35,7 @@ INSTALL_HINT = ("graphviz's `dot` is not installed, so only the .dot file was wr
 
 def quote(text: object) -> str:
     """A DOT double-quoted string: every backslash, quote and newline escaped (names are user data)."""
-    value = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "")
+    value = printable(str(text)).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{value}"'
 
 

@@ -12,9 +12,16 @@ from typing import Any
 from ..analysis.facts import Facts
 from ..core.errors import BadInputError
 from ..core.messages import LANGUAGES, MESSAGES, say
+from ..core.printable import printable
 from ..core.regions import short_name
 from .dot import to_dot
 from .graph import build_graph
+
+
+def _esc(text: object) -> str:
+    """Escaped for HTML, with terminal and bidi controls shown as visible escapes (names are user data)."""
+    return html.escape(printable(str(text)))
+
 
 _STATE_COLOR = {"grad": "#2e7d32", "severed": "#c62828", "never": "#9e9e9e", "frozen": "#ef6c00"}
 _CSS = """
@@ -34,7 +41,7 @@ def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> st
     if lang not in LANGUAGES:
         raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
     trace = diagnosis.trace
-    esc = html.escape
+    esc = _esc
 
     def word(key: str, **fields: object) -> str:
         return esc(say(key, lang, **fields))
@@ -58,7 +65,7 @@ def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> st
 
 
 def _finding(finding: Any, lang: str) -> str:
-    esc = html.escape
+    esc = _esc
     message, fix = finding.text(lang)
     where = f" <span>{esc(say('html.at', lang, location=finding.location))}</span>" if finding.location else ""
     severity = say(f"severity.{finding.severity}", lang) if f"severity.{finding.severity}" in MESSAGES else ""
@@ -71,7 +78,7 @@ def _graph_svg(diagnosis: Any, expand: bool, lang: str) -> str:
     """The graph as inline SVG; without graphviz's `dot`, the DOT source and how to install it."""
     dot = to_dot(build_graph(diagnosis, expand=expand))
     if shutil.which("dot") is None:
-        return f"<p>{html.escape(say('html.no-dot', lang))}</p><pre>{html.escape(dot)}</pre>"
+        return f"<p>{_esc(say('html.no-dot', lang))}</p><pre>{_esc(dot)}</pre>"
     import graphviz
 
     svg = graphviz.Source(dot).pipe(format="svg").decode("utf-8")
@@ -86,7 +93,7 @@ def _layer_rows(diagnosis: Any) -> list[tuple[str, str, str, int, float | None]]
 
 
 def _layer_table(diagnosis: Any, lang: str) -> str:
-    esc = html.escape
+    esc = _esc
     body = []
     for module, region, state, calls, norm in _layer_rows(diagnosis):
         shown = "-" if norm is None else f"{norm:.3e}"
@@ -101,7 +108,7 @@ def _norm_chart(diagnosis: Any, lang: str) -> str:
     """Horizontal bars, log scale, one per LoRA layer: where the gradient is, and where it is not."""
     rows = _layer_rows(diagnosis)
     if not rows:
-        return f"<p>{html.escape(say('html.no-layer', lang))}</p>"
+        return f"<p>{_esc(say('html.no-layer', lang))}</p>"
     finite = [n for *_, n in rows if n is not None and math.isfinite(n) and n > 0]
     top = math.log10(max(finite)) if finite else 0.0
     bottom = math.log10(min(finite)) - 1 if finite else -1.0
@@ -118,9 +125,9 @@ def _norm_chart(diagnosis: Any, lang: str) -> str:
             length = 0.0
         name = short_name(module)
         name = name if len(name) <= 62 else "…" + name[-61:]
-        bars.append(f'<text x="375" y="{y + 11}" font-size="10" text-anchor="end">{html.escape(name)}</text>'
+        bars.append(f'<text x="375" y="{y + 11}" font-size="10" text-anchor="end">{_esc(name)}</text>'
                     f'<rect x="380" y="{y + 2}" width="{length:.1f}" height="10" fill="{_STATE_COLOR[state]}"/>'
-                    f'<text x="{385 + length:.1f}" y="{y + 11}" font-size="10">{html.escape(caption)}</text>')
+                    f'<text x="{385 + length:.1f}" y="{y + 11}" font-size="10">{_esc(caption)}</text>')
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{380 + width + 80}" height="{len(rows) * height + 4}">'
             + "".join(bars) + "</svg>")
 

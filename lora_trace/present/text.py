@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from ..analysis.facts import Facts
 from ..core.errors import BadInputError
 from ..core.findings import Severity
 from ..core.messages import LANGUAGES, MESSAGES, say
+from ..core.printable import printable
 from ..core.regions import short_name
 
 _COLORS = {"ok": "32", "FAIL": "31", "warn": "33", "n/a": "90", "info": "36"}
@@ -37,7 +39,7 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
     trace = diagnosis.trace
     facts = Facts(trace)
     codes = set(diagnosis.codes("error"))
-    mark = _marker(color)
+    mark = _marker()
     title = say("title") + (f" [{trace.label}]" if trace.label else "") + f": {trace.model_class}"
     lines = [title, "=" * len(title)]
     if not trace.complete:
@@ -78,6 +80,17 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
     if trace.notes:
         lines.append("")
         lines.extend(say("note") + (MESSAGES[note][lang] if note in MESSAGES else note) for note in trace.notes)
+    text = printable("\n".join(lines))  # names and messages are data: no terminal control gets through
+    return _colour(text) if color else text
+
+
+def _colour(text: str) -> str:
+    """The verdict markers at line starts, coloured (added after the text was made printable)."""
+    coloured = {f"[{v:^4s}]": f"\x1b[{code}m[{v:^4s}]\x1b[0m" for v, code in _COLORS.items()}
+    lines = []
+    for line in text.split("\n"):
+        head = line[:6]
+        lines.append(coloured[head] + line[6:] if head in coloured else line)
     return "\n".join(lines)
 
 
@@ -140,12 +153,8 @@ def _verdict_of(severity: str) -> str:
     return {"error": "FAIL", "warning": "warn", "info": "info"}[severity]
 
 
-def _marker(color: bool):  # noqa: ANN202
-    def mark(verdict: str) -> str:
-        text = f"[{verdict:^4s}]"
-        return f"\x1b[{_COLORS[verdict]}m{text}\x1b[0m" if color else text
-
-    return mark
+def _marker() -> Callable[[str], str]:
+    return lambda verdict: f"[{verdict:^4s}]"
 
 
 def _indent(text: str, width: int = 2, limit: int = 108) -> list[str]:

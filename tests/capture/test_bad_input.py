@@ -116,3 +116,9 @@ def test_a_step_that_raises_inside_a_deep_trace_passes_through_unchanged():
     assert caught.value is error
     assert hook_snapshot(model) == before
     assert torch.overrides._get_current_function_mode_stack() == []
+
+
+def test_an_optimizer_that_is_not_one_gets_a_plain_error():
+    model = _shared()
+    with pytest.raises(lora_trace.LoraTraceError, match="optimizer= takes the torch.optim.Optimizer"):
+        lora_trace.trace(model, optimizer="adamw")
