@@ -15,8 +15,12 @@ def walk(roots: Iterable[Any], param_names: dict[int, str]) -> Reachability:
 
     Iterative (graphs of deep models overflow recursion), each node once. Reaching a reentrant
     checkpoint node is recorded in `opaque`: what lies behind it cannot be seen before backward.
+
+    Every visited node's Python object is held until the walk ends: `seen` holds ids, and an id is only
+    unique while its object lives (a freed wrapper's id is reused by the next one, and a node was skipped).
     """
     seen: set[int] = set()
+    held: list[Any] = []
     stack = [node for node in roots if node is not None]
     found: set[str] = set()
     opaque: set[str] = set()
@@ -26,6 +30,7 @@ def walk(roots: Iterable[Any], param_names: dict[int, str]) -> Reachability:
         if key in seen:
             continue
         seen.add(key)
+        held.append(node)
         variable = getattr(node, "variable", None)
         if variable is not None:
             name = param_names.get(id(variable))
@@ -38,4 +43,7 @@ def walk(roots: Iterable[Any], param_names: dict[int, str]) -> Reachability:
         for child, _ in node.next_functions:
             if child is not None and id(child) not in seen:
                 stack.append(child)
-    return Reachability(tuple(sorted(found)), len(seen), tuple(sorted(opaque)))
+    count = len(seen)
+    while held:
+        held.pop()  # deepest first
+    return Reachability(tuple(sorted(found)), count, tuple(sorted(opaque)))

@@ -103,16 +103,21 @@ def _nearest(starts: list[Any], producer: dict[int, int]) -> set[int]:
     """Region calls whose outputs are the nearest recorded producers upstream of these autograd nodes."""
     found: set[int] = set()
     seen: set[int] = set()
+    held: list[Any] = []  # ids are unique only while their objects live (see autograd.walk)
     stack = [n for n in starts if n is not None]
     while stack and len(seen) < _WALK_LIMIT:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
+        held.append(node)
         if id(node) in producer:
             found.add(producer[id(node)])
             continue
         for child, _ in getattr(node, "next_functions", ()):
             if child is not None:
                 stack.append(child)
+    stack.clear()
+    while held:
+        held.pop()
     return found
