@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,61 +11,8 @@ from torch import nn
 from ..core.findings import Diagnosis
 from .discovery import unwrap
 from .losses import find_loss
-from .peft import is_lora_layer
+from .restore import SavedState
 from .tracer import Tracer
-
-
-class _SavedState:
-    """Weights, buffers, .grad, requires_grad, training flags, optimizer / scaler / scheduler, RNG.
-
-    Weight values are copied only where the dry run may change them: the parameters the optimizer holds
-    (the trial step) and the base weights PEFT merges into for MultiheadAttention LoRA (merged for the
-    forward, unmerged after: rounding changes them). Every other parameter's version counter is kept;
-    restore() says so if the step changed one in place, instead of copying a 7B model's weights.
-    """
-
-    def __init__(self, root: nn.Module, stateful: list[Any], optimizer: Any) -> None:
-        groups = optimizer.param_groups if optimizer is not None else ()
-        changing = {id(p) for group in groups for p in group["params"]}
-        changing |= {id(p) for module in root.modules() if is_lora_layer(module)
-                     and isinstance(module.get_base_layer(), nn.MultiheadAttention)
-                     for p in module.get_base_layer().parameters()}
-        with torch.no_grad():
-            self.params = [(p, p.detach().clone() if id(p) in changing else None, p._version, p.grad,
-                            p.requires_grad) for p in root.parameters()]
-            self.grad_values = [g.detach().clone() if g is not None else None for *_, g, _ in self.params]
-            self.buffers = [(b, b.detach().clone()) for b in root.buffers()]
-        self.training = [(m, m.training) for m in root.modules()]
-        self.stateful = [(obj, copy.deepcopy(obj.state_dict())) for obj in stateful]
-        self.cpu_rng = torch.get_rng_state()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        changed_in_place = 0
-        with torch.no_grad():
-            for (param, value, version, grad, flag), grad_value in zip(self.params, self.grad_values, strict=True):
-                if value is not None and param.device.type != "meta":
-                    param.copy_(value)
-                elif value is None and param._version != version:
-                    changed_in_place += 1
-                if grad is not None and grad_value is not None and grad.device.type != "meta":
-                    grad.copy_(grad_value)  # backward accumulates into an existing .grad in place
-                param.grad = grad
-                param.requires_grad_(flag)
-            for buffer, value in self.buffers:
-                if buffer.device.type != "meta":
-                    buffer.copy_(value)
-        for module, flag in self.training:
-            module.training = flag
-        for obj, state in self.stateful:
-            obj.load_state_dict(state)
-        torch.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        if changed_in_place:
-            warnings.warn(f"lora-trace: step(model) changed {changed_in_place} parameter(s) that no optimizer "
-                          "holds in place; diagnose() restores the weights an optimizer step changes, not these",
-                          stacklevel=3)
 
 
 def diagnose(
@@ -87,11 +32,12 @@ def diagnose(
     """
     root = unwrap(model)
     stateful = [obj for obj in (optimizer, scaler, scheduler) if obj is not None]
-    saved = _SavedState(root, stateful, optimizer)
+    saved = SavedState(root, stateful, optimizer)
     try:
         for param in root.parameters():
             param.grad = None  # clean evidence: which parameters this step reaches
-        with Tracer(model, optimizer=optimizer, deep=True, label=label, scaler=scaler) as tracer:
+        with Tracer(model, optimizer=optimizer, deep=True, label=label, scaler=scaler,
+                    before_write=saved.before_write) as tracer:
             loss = find_loss(step(model))
             if not loss.requires_grad:
                 tracer.note_loss(loss)

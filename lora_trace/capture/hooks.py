@@ -35,10 +35,12 @@ def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
-    def __init__(self, rec: Recording, keep: Callable[[RemovableHandle], None]) -> None:
+    def __init__(self, rec: Recording, keep: Callable[[RemovableHandle], None], *,
+                 before_write: Callable[[Any], None] | None = None) -> None:
         self.rec = rec
         self._keep = keep
         self.watch: PathWatch | None = None
+        self._before_write = before_write
         self._site_of = {p.name: site.module for site in rec.found.sites for p in site.params}
         self._module_of: dict[int, tuple[str, str]] = {}
         self._base_of: dict[int, str] = {}
@@ -66,7 +68,8 @@ class StepHooks:
                             if isinstance(getattr(layer.get_base_layer(), "weight", None), nn.Parameter)}
             self.watch = PathWatch(base_weights=base_weights, inside_wrapper=rec.open_wrappers.__contains__,
                                    on_loss=self._add_loss, in_checkpoint_forward=locate.in_checkpoint_forward,
-                                   candidates=rec.candidates, on_change=self._on_change)
+                                   candidates=rec.candidates, on_change=self._on_change,
+                                   before_write=self._before_write)
             self._module_of = {id(p): (name, self._site_of[name]) for name, p in rec.found.lora_params()}
             self._base_of = {key: name for key, name in base_weights.items()}
             self.watch.__enter__()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,12 +42,14 @@ class Tracer:
     """`with lora_trace.trace(model) as t: ...` then `t.diagnosis`. One tracer per model at a time."""
 
     def __init__(self, model: object, *, optimizer: torch.optim.Optimizer | None = None, deep: bool = False,
-                 label: str | None = None, scaler: Any = None) -> None:
+                 label: str | None = None, scaler: Any = None,
+                 before_write: Callable[[Any], None] | None = None) -> None:
         self._root = unwrap(model)
         self._compiled = is_compiled(model)
         self._optimizer = unwrap_optimizer(optimizer)
         self._scaler = scaler
         self._deep = deep
+        self._before_write = before_write  # the dry run: called before the step writes a tensor in place
         self._label = label
         self._handles = HandleGroup()
         self._hooks: StepHooks | None = None
@@ -84,7 +87,7 @@ class Tracer:
         rec = Recording(found=found, deep=self._deep, label=self._label, compiled=self._compiled,
                         optimizer=self._optimizer, scaler=self._scaler, eval_modules=_eval_modules(found),
                         start=optimizer_start(found, self._optimizer, self._scaler))
-        self._hooks = StepHooks(rec, self._handles.keep)
+        self._hooks = StepHooks(rec, self._handles.keep, before_write=self._before_write)
         self._hooks.install()
         self._installed = True
 

@@ -36,6 +36,20 @@ _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matm
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
 
 
+def _writes(func: Any) -> bool:
+    """An in-place op (`add_`, `copy_`, `_foreach_mul_`, `__iadd__`) or a `.data` assignment: it writes its
+    first argument."""
+    if func is _DATA_SET:
+        return True
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE_OPERATORS
+
+
+_DATA_SET = torch.Tensor.data.__set__
+_IN_PLACE_OPERATORS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imatmul__",
+                       "__ipow__", "__iand__", "__ior__", "__ixor__"}
+
+
 @dataclass
 class CutCandidate:
     kind: CutKind
@@ -59,6 +73,7 @@ class PathWatch(TorchFunctionMode):
         in_checkpoint_forward: Callable[[], bool],
         candidates: dict[tuple[CutKind, str | None, str], CutCandidate] | None = None,
         on_change: Callable[[str, torch.Tensor, bool | None], None] | None = None,
+        before_write: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__()
         self._base_weights = base_weights
@@ -68,6 +83,7 @@ class PathWatch(TorchFunctionMode):
         self._local = threading.local()
         self.candidates = candidates if candidates is not None else {}  # filled in place: the recording's
         self._on_change = on_change
+        self._before_write = before_write
 
     def pause(self) -> _Paused:
         """Our own hooks run inside the mode; their tensor calls are not the user's."""
@@ -105,6 +121,8 @@ class PathWatch(TorchFunctionMode):
                 self._local.paused = False
 
     def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
+        if self._before_write is not None and args and _writes(func):
+            self._before_write(args[0])
         source = _BACKWARD.get(func)
         if source is not None:
             roots = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))

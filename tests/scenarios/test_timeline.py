@@ -166,7 +166,6 @@ CHANGES_PEFT_STATE = [c for c in TIMELINE_CASES if BUILT[c].knobs["peft_state_af
 
 
 @pytest.mark.parametrize("case", CHANGES_PEFT_STATE)
-@pytest.mark.xfail(strict=False, reason=ISSUE + "diagnose() does not put the PEFT adapter state back")
 def test_diagnose_puts_the_peft_state_back(case):
     scenario = timeline_case(case)
     before = _peft_state(scenario.model)
