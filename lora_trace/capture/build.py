@@ -42,7 +42,11 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
     notes: list[str] = []  # keys of the message catalogue, rendered in the report's language
     losses = rec.losses or rec.model_outputs
     roots = [seen.node for seen in losses if seen.node is not None]
-    reachability = walk(roots, found.param_names) if losses else None  # no grad_fn: nothing reachable
+    backward = rec.backward_ran()
+    # The walk answers "which LoRA would get a gradient" only when no backward ran: after one, the arrivals
+    # do. Walking a graph also makes PyTorch free it recursively later (each node visited from Python is
+    # then released through its Python object), which overflowed the C stack at 10,000 chained LoRA layers.
+    reachability = walk(roots, found.param_names) if losses and not backward else None
     if not losses:
         notes.append("note.no-loss")
     arrivals = _arrivals(_late_gradients(rec) | _computed_only(rec) | rec.grads)
@@ -70,7 +74,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         reachability=reachability,
         eval_modules=rec.eval_modules,
         optimizer=_optimizer_info(rec),
-        backward=rec.backward_ran(),
+        backward=backward,
         targets=found.targets,
         adaptable_run=None if rec.adaptable_run is None else tuple(rec.adaptable_run),
         target_suggestions=_target_suggestions(rec),

@@ -29,7 +29,7 @@ from .watch import PathWatch
 def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
     """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
     return tuple(TensorMeta(tuple(t.shape), str(t.dtype).replace("torch.", ""), bool(t.requires_grad),
-                            t.grad_fn is not None) for t in tensors_in(value, limit))
+                            not t.is_leaf) for t in tensors_in(value, limit))  # is_leaf: no node object made
 
 
 class StepHooks:

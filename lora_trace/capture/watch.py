@@ -99,8 +99,8 @@ class PathWatch(TorchFunctionMode):
         finally:
             self._local.paused = False
         result = func(*args, **kwargs)
-        if (isinstance(result, torch.Tensor) and result.grad_fn is None and not result.requires_grad
-                and func not in _KNOWN and result.is_floating_point() and torch.is_grad_enabled()):
+        if (isinstance(result, torch.Tensor) and not result.requires_grad and func not in _KNOWN
+                and result.is_floating_point() and torch.is_grad_enabled()):
             self._graph_end(func, args, result)
         return result
 
@@ -111,7 +111,7 @@ class PathWatch(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name.endswith("_like") or name.startswith("new_") and name != "new_tensor":
             return
-        nodes = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
+        nodes = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.requires_grad and not a.is_leaf]
         if nodes:
             self._local.paused = True
             try:
