@@ -38,14 +38,17 @@ _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matm
 
 def _writes(func: Any) -> bool:
     """An in-place op (`add_`, `copy_`, `_foreach_mul_`, `__iadd__`) or a `.data` assignment: it writes its
-    first argument."""
-    if func is _DATA_SET:
+    first argument. A conversion (`to`, `half`, ...) may be assigned back to it (Module.to() does, where no
+    torch function sees the assignment), so it counts too."""
+    if func is _DATA_SET or func in _CONVERSIONS:
         return True
     name = getattr(func, "__name__", "")
     return (name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE_OPERATORS
 
 
 _DATA_SET = torch.Tensor.data.__set__
+_CONVERSIONS = {torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu, torch.Tensor.half, torch.Tensor.float,
+                torch.Tensor.double, torch.Tensor.bfloat16, torch.Tensor.type}
 _IN_PLACE_OPERATORS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imatmul__",
                        "__ipow__", "__iand__", "__ior__", "__ixor__"}
 
