@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--only overhead tools scale cli] [--rounds N] [--out RESULTS.md] [--render JSON]`.
+"""`python -m benchmarks [--quick] [--only PART ...] [--rounds N] [--out RESULTS.md] [--render JSON]`.
 
 Runs every job of the plan, one fresh process each, one after another (never two at once: they would
 share the 2 cores and slow each other), then writes RESULTS.md and the raw JSON. The full plan takes
@@ -18,10 +18,10 @@ import sys
 import time
 from typing import Any
 
-from . import cli, machine, report
+from . import chain, cli, machine, report
 from .runner import EXACT_MALLOC, ROOT, run_job
 
-SECTIONS = ("overhead", "tools", "scale", "cli")
+SECTIONS = ("overhead", "tools", "scale", "cli", "chain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +108,9 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
     if "cli" in sections:
         _progress("cli: show / diff / render / report on saved runs, each a fresh interpreter")
         results["cli"] = cli.measure_cli(repeats=2 if plan.quick else 7)
+    if "chain" in sections:
+        _progress("chain: a LoRA chain of 10,000 and 20,000 layers, plain / trace / diagnose, a process each")
+        results["chain"] = chain.measure_chain((2000,) if plan.quick else (10000, 20000))
     return results
 
 

@@ -27,7 +27,7 @@ def _mb(value: float | None) -> str:
 def render(results: dict[str, Any]) -> str:
     targets = evaluate(results)
     parts = [_header(results), _targets(targets), _overhead(results), _tools(results), _init(results),
-             _scale(results), _cli(results), _failures(targets), _method(results)]
+             _scale(results), _cli(results), _chain(results), _failures(targets), _method(results)]
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 
 
@@ -229,6 +229,22 @@ def _cli(results: dict[str, Any]) -> str:
              "", "| verb | median s | min s | imports torch |", "|---|---|---|---|"]
     lines += [f"| {verb} | {_s(v['median_s'])} | {_s(v['min_s'])} | {'yes' if v['torch_imported'] else 'no'} |"
               for verb, v in job["verbs"].items()]
+    return "\n".join(lines + [""])
+
+
+def _chain(results: dict[str, Any]) -> str:
+    job = results.get("chain")
+    if not job:
+        return ""
+    lines = ["## Very deep graphs", "",
+             "A chain of N Linear(2, 2) layers, each with LoRA (r=1): one forward + backward, each call in a fresh "
+             "process (torch on one thread); peak RSS of the whole process.", "",
+             "| layers | what | s | peak RSS |", "|---|---|---|---|"]
+    for row in job["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['layers']} | {row['mode']} | {row['error']} | - |")
+        else:
+            lines.append(f"| {row['layers']} | {row['mode']} | {row['seconds']:.1f} | {row['peak_rss_mb']:.0f} MiB |")
     return "\n".join(lines + [""])
 
 
