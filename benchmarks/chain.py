@@ -10,7 +10,7 @@ from typing import Any
 
 from .runner import ROOT
 
-_SCRIPT = textwrap.dedent("""
+SCRIPT = textwrap.dedent("""
     import resource, sys, time, torch
     from torch import nn
     from peft import LoraConfig, get_peft_model
@@ -49,7 +49,7 @@ def measure_chain(lengths: tuple[int, ...] = (10000, 20000)) -> dict[str, Any]:
     rows = []
     for n in lengths:
         for mode in ("plain", "trace", "diagnose"):
-            done = subprocess.run([sys.executable, "-c", _SCRIPT, str(n), mode], cwd=ROOT, capture_output=True,
+            done = subprocess.run([sys.executable, "-c", SCRIPT, str(n), mode], cwd=ROOT, capture_output=True,
                                   text=True, timeout=900)
             if done.returncode == 0:
                 seconds, peak = (float(v) for v in done.stdout.split()[-2:])
