@@ -27,6 +27,11 @@ def _storage(tensor: torch.Tensor) -> int | None:
         return None
 
 
+def _pointer(tensor: torch.Tensor) -> int | None:
+    """Where the tensor's data starts (None where that says nothing: meta, a sharded DTensor)."""
+    return None if tensor.device.type == "meta" or hasattr(tensor, "to_local") else tensor.data_ptr()
+
+
 class SavedState:
     def __init__(self, root: nn.Module, stateful: list[Any], optimizer: Any) -> None:
         self.root = root
@@ -44,7 +49,7 @@ class SavedState:
                     self.values[id(tensor)] = (tensor, tensor.detach().clone())
             self.flags = [(p, p._version, p.grad, p.grad.detach().clone() if p.grad is not None else None,
                            p.requires_grad) for p in dict.fromkeys(params)]
-        self.kinds = {id(t): (t.dtype, t.data_ptr() if t.device.type != "meta" else None) for _, _, _, t in self.slots}
+        self.kinds = {id(t): (t.dtype, _pointer(t)) for _, _, _, t in self.slots}
         self.training = [(m, m.training) for m in root.modules()]
         self.peft = _peft_state(root)
         self.stateful = [(obj, copy.deepcopy(obj.state_dict())) for obj in stateful]
@@ -72,7 +77,7 @@ class SavedState:
                     tensor.copy_(value)
             for param, version, grad, grad_value, flag in self.flags:
                 dtype, pointer = self.kinds[id(param)]
-                moved = param.dtype != dtype or (pointer is not None and param.data_ptr() != pointer)
+                moved = param.dtype != dtype or (pointer is not None and _pointer(param) != pointer)
                 if id(param) not in self.values and (param._version != version or moved):
                     unseen += 1  # written where the mode could not see it (Module.to() assigns .data)
                     if param.dtype != dtype:
