@@ -19,12 +19,10 @@ from torch import nn
 
 
 def _storage(tensor: torch.Tensor) -> int | None:
-    if tensor.device.type == "meta" or hasattr(tensor, "to_local"):
+    """Where the tensor's storage starts: a view (`.data`) and its parameter share it."""
+    if tensor.device.type == "meta" or hasattr(tensor, "to_local") or tensor.layout != torch.strided:
         return None
-    try:
-        return tensor.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
-        return None
+    return tensor.untyped_storage().data_ptr()
 
 
 def _pointer(tensor: torch.Tensor) -> int | None:

@@ -45,3 +45,22 @@ def test_every_n_steps_and_no_hook_left_behind(tmp_path):
             callbacks=[callback]).train()
     assert [step for step, _ in callback.diagnoses] == [0, 2]
     assert hook_snapshot(model) == before
+
+
+def test_a_model_in_eval_mode_before_training_gets_no_eval_warning(tmp_path):
+    """from_pretrained leaves a model in eval mode until the Trainer's training_step calls train(): the mode
+    is read when the LoRA layers run, so this healthy run gets no warning (issue 15, item 2)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = _example().build(False).eval()
+    ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
+    callback = LoraTraceCallback()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+            callbacks=[callback]).train()
+    (_, diagnosis), = callback.diagnoses
+    assert [f.severity for f in diagnosis.findings] == ["info"], diagnosis.report()
