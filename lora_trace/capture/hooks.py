@@ -107,11 +107,12 @@ class StepHooks:
         cut = None if grad_on else self._grad_off_place(name)
         phase = Phase.RECOMPUTE if grad_on and locate.in_checkpoint_recompute() else Phase.FORWARD
         calls = self.rec.calls
+        state = adapter_state(module)  # read once per call; adapter_active derives from it
         calls.append(ModuleCall(
             seq=len(calls), module=name, phase=phase, grad_enabled=grad_on,
             inference_mode=torch.is_inference_mode_enabled(), inputs=tensor_metas(inputs),
-            outputs=tensor_metas(output), adapter_active=adapter_active(module), cut=cut,
-            state=adapter_state(module), training=bool(module.training),
+            outputs=tensor_metas(output), adapter_active=adapter_active(module, state), cut=cut,
+            state=state, training=bool(module.training),
         ))
 
     def _grad_off_place(self, name: str) -> int:

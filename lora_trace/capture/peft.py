@@ -35,12 +35,10 @@ def is_lora_layer(module: nn.Module) -> bool:
     return isinstance(module, _lora_layer_class())
 
 
-def adapter_active(layer: Any) -> bool:
-    """Whether a LoRA layer's forward will add a LoRA delta right now (active, enabled, unmerged, scaled)."""
-    if layer.disable_adapters or layer.merged:
-        return False
+def adapter_active(layer: Any, state: AdapterState) -> bool:
+    """Whether the layer, in `state` (read by `adapter_state`), adds a LoRA delta of an adapter it holds."""
     held = set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {}))
-    return any(a in held and layer.scaling.get(a, 1.0) != 0 for a in layer.active_adapters)
+    return any(a in held and state.contributes(a) for a in state.active)
 
 
 def adapter_state(layer: Any) -> AdapterState:
