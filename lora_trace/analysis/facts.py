@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..core.records import LoraSite, ModuleCall, Trace
+from ..core.records import LoraParam, LoraSite, ModuleCall, Trace
 from .timeline import Timeline
 
 
@@ -60,6 +60,16 @@ class Facts:
     def module_of(self) -> dict[str, str]:
         """LoRA parameter -> the LoRA layer (wrapper module) holding it, from the discovered sites."""
         return {p.name: site.module for site in self.trace.sites for p in site.params}
+
+    @cached_property
+    def params(self) -> dict[str, LoraParam]:
+        """Adapter parameter name -> its record."""
+        return {p.name: p for site in self.trace.sites for p in site.params}
+
+    def factors(self, site: LoraSite, adapter: str) -> list[LoraParam]:
+        """The parameters of `adapter` that the layer computes with: its own, and those it shares with others."""
+        shared = [self.params[n] for n in site.shared if n in self.params]
+        return [p for p in (*site.params, *shared) if p.adapter == adapter]
 
     def modules_of(self, params: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> tuple[str, ...]:
         """The LoRA layers holding these parameters, sorted."""

@@ -65,6 +65,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         model_class=type(found.root).__name__,
         versions=versions(),
         sites=found.sites,
+        unsupported_tuners=found.unsupported,
         peft_configs=peft_configs(found.named),
         calls=tuple(rec.calls),
         regions_run=rec.flow.regions_in_order(),

@@ -11,7 +11,7 @@ from torch import nn
 from ..core.errors import InvalidModelError
 from ..core.records import LoraSite, TargetEntry
 from ..core.regions import region_of
-from .peft import Named, describe_sites, describe_targets, is_lora_layer, lora_tuners
+from .peft import Named, adapter_tuners, describe_sites, describe_targets, is_lora_layer, unsupported_tuners
 
 _WRAPPER_SEGMENTS = ("_orig_mod",)
 
@@ -66,7 +66,7 @@ def named_modules(root: nn.Module) -> Named:
 
 
 def lora_modules(root: nn.Module | Named) -> dict[str, nn.Module]:
-    """Qualified name -> PEFT LoRA layer, in model order."""
+    """Qualified name -> adapter layer of a tuner lora-trace reasons about, in model order."""
     named = named_modules(root) if isinstance(root, nn.Module) else root
     return {name: module for name, module in named if is_lora_layer(module)}
 
@@ -88,8 +88,9 @@ class Discovery:
     sites: tuple[LoraSite, ...]
     regions: dict[str, nn.Module]
     param_names: dict[int, str]  # id(LoRA parameter) -> qualified name
-    tuners: dict[str, nn.Module]  # base-model prefix -> LoRA tuner
+    tuners: dict[str, nn.Module]  # base-model prefix -> PEFT tuner
     targets: tuple[TargetEntry, ...]
+    unsupported: tuple[tuple[str, int], ...] = ()  # (tuner, layers) lora-trace only checks the configuration of
 
     def lora_params(self) -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every LoRA parameter, in discovery order."""
@@ -102,6 +103,6 @@ def discover(model: object) -> Discovery:
     named = named_modules(root)
     lora = lora_modules(named)
     sites, param_names = describe_sites(lora)
-    tuners = lora_tuners(named)
+    tuners = adapter_tuners(named)
     return Discovery(root, named, lora, sites, region_modules(named), param_names, tuners,
-                     describe_targets(tuners, named))
+                     describe_targets(tuners, named), unsupported_tuners(named))

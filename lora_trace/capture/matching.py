@@ -26,17 +26,17 @@ _GLOB = re.compile(r"[*?\[\]]")  # a wildcard or regex attempt in a list entry, 
 
 
 def candidate_modules(base: nn.Module | list[tuple[str, nn.Module]]) -> dict[str, str]:
-    """Module name -> layer type, for the modules LoRA can adapt (LoRA wrappers count as their base).
+    """Module name -> layer type, for the modules LoRA can adapt (adapter wrappers count as their base).
 
     `base` is a model, or its (name, module) pairs in named_modules() order."""
-    from .peft import is_lora_layer
+    from .peft import is_adapter_layer
 
     found: dict[str, str] = {}
     inside = None  # the LoRA layer being walked: named_modules() lists its sub-modules right after it
     for name, module in base.named_modules() if isinstance(base, nn.Module) else base:
         if inside is not None and name.startswith(inside):
             continue
-        if is_lora_layer(module):
+        if is_adapter_layer(module):
             found[name] = type(module.get_base_layer()).__name__
             inside = name + "."
         elif type(module).__name__ in _SUPPORTED:

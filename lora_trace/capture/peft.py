@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,65 +26,135 @@ def under(named: Named, prefix: str) -> Named:
 
 
 @functools.cache
-def _lora_layer_class() -> type:
-    from peft.tuners.lora import LoraLayer
+def _tuner_layer_class() -> type:
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return LoraLayer
+    return BaseTunerLayer
+
+
+# Tuners whose gradients lora-trace reasons about: each has a healthy and a broken scenario against a real
+# backward (tests/capture/test_tuners.py). Any other tuner's layers get only the configuration checks.
+SUPPORTED_TUNERS = frozenset({"LoRA", "AdaLora", "LoHa", "LoKr", "OFT", "BOFT", "IA3", "Vera", "FourierFT",
+                              "HRA", "VBLoRA", "RandLora", "C3A", "Miss", "Shira", "Road", "WaveFT", "LNTuning",
+                              "TrainableTokens", "Beft", "Deft", "Delora", "Glora", "Gralora", "Hira", "Lily",
+                              "OSF", "Peanut", "Psoft", "Pvera", "Supertuning", "TinyLora", "UniLora"})
+
+
+def is_adapter_layer(module: nn.Module) -> bool:
+    """A layer of any PEFT tuner that adds weights: a `BaseTunerLayer` naming its adapter parameters."""
+    return isinstance(module, _tuner_layer_class()) and bool(getattr(module, "adapter_layer_names", ()))
 
 
 def is_lora_layer(module: nn.Module) -> bool:
-    return isinstance(module, _lora_layer_class())
+    """An adapter layer of a tuner lora-trace reasons about ("LoRA" in this package means any of them)."""
+    return is_adapter_layer(module) and tuner_name(module) in SUPPORTED_TUNERS
+
+
+def tuner_name(layer: nn.Module) -> str:
+    """The tuner's name, from the layer class it derives from (`LoHaLayer` -> "LoHa", `LoraLayer` -> "LoRA")."""
+    return _tuner_name(type(layer))
+
+
+@functools.cache
+def _tuner_name(cls: type) -> str:
+    base = _tuner_layer_class()
+    stems = [c.__name__[:-len("Layer")] for c in cls.__mro__
+             if c is not base and issubclass(c, base) and c.__name__.endswith("Layer") and c.__name__ != "LycorisLayer"]
+    stem = stems[0] if stems else cls.__name__  # the most derived: AdaLoRA layers are LoRA layers too
+    return "LoRA" if stem == "Lora" else stem
+
+
+def held_adapters(layer: Any) -> set[str]:
+    """The adapters this layer holds weights for, from the tuner's own list of adapter containers."""
+    held: set[str] = set()
+    for role in layer.adapter_layer_names:
+        container = getattr(layer, role, None)
+        if container is not None and hasattr(container, "keys"):
+            held.update(container.keys())
+    return held
 
 
 def adapter_active(layer: Any, state: AdapterState) -> bool:
-    """Whether the layer, in `state` (read by `adapter_state`), adds a LoRA delta of an adapter it holds."""
-    held = set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {}))
+    """Whether the layer, in `state` (read by `adapter_state`), adds a delta of an adapter it holds."""
+    held = held_adapters(layer)
     return any(a in held and state.contributes(a) for a in state.active)
 
 
 def adapter_state(layer: Any) -> AdapterState:
     """The layer's adapter state right now (read at every call: the step may change it)."""
     active = tuple(layer.active_adapters)
-    zero = tuple(a for a in active if isinstance(layer.scaling.get(a), (int, float)) and layer.scaling[a] == 0)
+    scaling = getattr(layer, "scaling", None)
+    scaling = scaling if isinstance(scaling, dict) else {}
+    zero = tuple(a for a in active if isinstance(scaling.get(a), (int, float)) and scaling[a] == 0)
     return AdapterState(active, bool(layer.disable_adapters), bool(layer.merged), zero)
 
 
+def unsupported_tuners(named: Named) -> tuple[tuple[str, int], ...]:
+    """(tuner, layer count) of adapter layers lora-trace does not reason about, and of prompt-learning
+    adapters (no layer at all: a prompt encoder), which get only the configuration checks."""
+    counts: dict[str, int] = {}
+    for _, module in named:
+        if is_adapter_layer(module) and not is_lora_layer(module):
+            counts[tuner_name(module)] = counts.get(tuner_name(module), 0) + 1
+        for config in _configs(module):
+            if getattr(config, "is_prompt_learning", False):
+                counts.setdefault(str(getattr(config.peft_type, "value", config.peft_type)), 0)
+    return tuple(sorted(counts.items()))
+
+
+def _configs(module: nn.Module) -> list[Any]:
+    config = getattr(module, "peft_config", None)
+    return list(config.values()) if isinstance(config, dict) else []
+
+
 def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...], dict[int, str]]:
-    """Snapshot every LoRA layer's adapter state and parameters (one device sync for all zero checks);
-    also id(LoRA parameter) -> its qualified name."""
-    entries: list[tuple[str, nn.Module, list[tuple[str, str, str, nn.Parameter]]]] = []
+    """Snapshot every adapter layer's state and parameters (one device sync for all zero checks); also
+    id(adapter parameter) -> its qualified name. A parameter several layers share (VB-LoRA's vector bank,
+    Lily's B) is listed at the first layer holding it and named in the others' `shared`."""
+    param_names: dict[int, str] = {}
+    owned: list[list[tuple[str, str, str, nn.Parameter]]] = []
+    shared: list[list[int]] = []
     for name, layer in modules.items():
-        params = []
-        for role in layer.adapter_layer_names:  # lora_A, lora_B, lora_embedding_A/B, lora_magnitude_vector
-            container = getattr(layer, role, None)
-            for adapter, holder in (container.items() if container is not None else ()):
-                owned = [("", holder)] if isinstance(holder, nn.Parameter) else holder.named_parameters()
-                for local, param in owned:
-                    params.append((".".join(filter(None, (name, role, adapter, local))), adapter, role, param))
-        entries.append((name, layer, params))
-    flat = [p for _, _, params in entries for p in params]
-    zero_flags = _all_zero_flags([p[3] for p in flat])
-    param_names = {id(param): qualified for qualified, _, _, param in flat}
-    sites, index = [], 0
-    for name, layer, params in entries:
-        lora_params = []
-        for qualified, adapter, role, param in params:
-            lora_params.append(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad,
-                                         zero_flags[index]))
-            index += 1
-        adapters = sorted(set(layer.lora_A) | set(getattr(layer, "lora_embedding_A", {})))
+        owned.append([])
+        shared.append([])
+        for qualified, adapter, role, param in _adapter_parameters(name, layer):
+            if id(param) in param_names:
+                shared[-1].append(id(param))
+            else:
+                param_names[id(param)] = qualified
+                owned[-1].append((qualified, adapter, role, param))
+    zero_flags = iter(_all_zero_flags([p[3] for params in owned for p in params]))
+    sites = []
+    for (name, layer), params, others in zip(modules.items(), owned, shared, strict=True):
+        scaling = getattr(layer, "scaling", None)
         sites.append(LoraSite(
             module=name,
             region=region_of(name),
             layer_type=type(layer.get_base_layer()).__name__,
-            adapters=tuple(adapters),
+            adapters=tuple(sorted(held_adapters(layer))),
             active_adapters=tuple(layer.active_adapters),
             merged=bool(layer.merged),
             disabled=bool(layer.disable_adapters),
-            scalings=tuple((a, float(s)) for a, s in sorted(layer.scaling.items()) if isinstance(s, (int, float))),
-            params=tuple(lora_params),
+            scalings=tuple((a, float(s)) for a, s in sorted(scaling.items()) if isinstance(s, (int, float)))
+            if isinstance(scaling, dict) else (),
+            params=tuple(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad, next(zero_flags))
+                         for qualified, adapter, role, param in params),
+            tuner=tuner_name(layer),
+            shared=tuple(dict.fromkeys(param_names[key] for key in others)),
         ))
     return tuple(sites), param_names
+
+
+def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str, str, nn.Parameter]]:
+    """(qualified name, adapter, role, parameter) of every parameter in the tuner's adapter containers."""
+    for role in layer.adapter_layer_names:  # lora_A, lora_B, hada_w1_a, oft_R, vera_lambda_b, ...
+        container = getattr(layer, role, None)
+        for adapter, holder in (container.items() if hasattr(container, "items") else ()):
+            if isinstance(holder, nn.Module):
+                for local, param in holder.named_parameters():
+                    yield ".".join(filter(None, (name, role, adapter, local))), adapter, role, param
+            elif isinstance(holder, nn.Parameter):
+                yield f"{name}.{role}.{adapter}", adapter, role, holder
 
 
 def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
@@ -126,30 +197,30 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def lora_tuners(named: Named) -> dict[str, nn.Module]:
-    """Where each PEFT LoRA tuner's base model sits (`x.model.base_model.model`) -> that tuner."""
+def adapter_tuners(named: Named) -> dict[str, nn.Module]:
+    """Where each PEFT tuner that targets modules sits (`x.model.base_model.model`) -> that tuner."""
     from peft.tuners.tuners_utils import BaseTuner
 
     tuners = {}
     for name, module in named:
-        if isinstance(module, BaseTuner) and any(_is_lora_config(c) for c in module.peft_config.values()):
+        if isinstance(module, BaseTuner) and any(_targets_modules(c) for c in module.peft_config.values()):
             tuners[f"{name}.model" if name else "model"] = module
     return tuners
 
 
-def _is_lora_config(config: object) -> bool:
-    return str(getattr(getattr(config, "peft_type", None), "value", "")) == "LORA"
+def _targets_modules(config: object) -> bool:
+    return getattr(config, "target_modules", None) is not None or bool(getattr(config, "target_parameters", None))
 
 
 def describe_targets(tuners: dict[str, nn.Module], named: Named) -> tuple[TargetEntry, ...]:
-    """Per-entry coverage of every LoRA config: target_modules rows, then target_parameters rows."""
+    """Per-entry coverage of every adapter config: target_modules rows, then target_parameters rows."""
     rows: list[TargetEntry] = []
     for prefix, tuner in tuners.items():
         below = under(named, prefix)
         modules = candidate_modules(below)
         parameters = None
         for adapter, config in sorted(tuner.peft_config.items()):
-            if not _is_lora_config(config):
+            if not _targets_modules(config):
                 continue
             if getattr(config, "target_parameters", None) and parameters is None:
                 parameters = candidate_parameters(below)

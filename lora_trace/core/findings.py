@@ -35,6 +35,8 @@ class Code(str, enum.Enum):
     GRAD_ZERO = "grad-zero"
     ZERO_GRAD_AT_INIT = "zero-grad-at-init"
     FROZEN_REFERENCE = "frozen-reference"
+    SKIPPED_BY_MODEL = "skipped-by-model"
+    TUNER_UNSUPPORTED = "tuner-unsupported"
     EVAL_MODE = "eval-mode"
 
 

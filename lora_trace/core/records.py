@@ -40,7 +40,7 @@ class TensorMeta:
 class LoraParam:
     name: str  # qualified parameter name, e.g. "...q_proj.lora_A.default.weight"
     adapter: str
-    role: str  # "lora_A" | "lora_B" | "lora_embedding_A" | "lora_embedding_B" | "lora_magnitude_vector"
+    role: str  # the tuner's container: "lora_A", "lora_B", "lora_magnitude_vector", "hada_w1_a", "oft_R", ...
     numel: int
     requires_grad: bool  # at the start of the traced step
     all_zero: bool | None  # values exactly zero at the start (None where unknown, e.g. meta tensors)
@@ -59,6 +59,8 @@ class LoraSite:
     disabled: bool
     scalings: tuple[tuple[str, float], ...]
     params: tuple[LoraParam, ...]
+    tuner: str = "LoRA"  # the PEFT tuner of the layer: "LoRA", "LoHa", "LoKr", "OFT", "IA3", "Vera", ...
+    shared: tuple[str, ...] = ()  # parameters it uses that another layer holds (listed in that layer's params)
 
     @property
     def trainable_params(self) -> tuple[str, ...]:
@@ -218,3 +220,4 @@ class Trace:
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py
     changes: tuple[StateChange, ...] = ()  # adapter state changed during the step (deep mode sees these)
     trainable_at_end: tuple[str, ...] | None = None  # LoRA parameters with requires_grad when the block ended
+    unsupported_tuners: tuple[tuple[str, int], ...] = ()  # (tuner, layers) that get only configuration checks

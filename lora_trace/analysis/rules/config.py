@@ -11,13 +11,27 @@ from ..timeline import REASONS
 
 def check_config(facts: Facts) -> list[Finding]:
     trace = facts.trace
-    if not trace.sites:
+    unsupported = _unsupported(facts)
+    if not trace.sites and not unsupported:
         key = "no-lora-params" if trace.peft_configs else "adapter-missing"
         code = Code.NO_LORA_PARAMS if trace.peft_configs else Code.ADAPTER_MISSING
         return [make_finding(code, Severity.ERROR, text(key), text(f"{key}.fix"))]
-    findings = _inactive(facts) + _frozen(facts) + _references(facts)
+    findings = unsupported + _inactive(facts) + _frozen(facts) + _references(facts)
     eval_mode = _eval_mode(facts)
     return findings + ([eval_mode] if eval_mode else [])
+
+
+def _unsupported(facts: Facts) -> list[Finding]:
+    """Adapters of a tuner whose gradients lora-trace does not reason about: one warning naming them, never a
+    claim that the model holds no adapter."""
+    tuners = facts.trace.unsupported_tuners
+    if not tuners:
+        return []
+    names = [name for name, _ in tuners]
+    return [make_finding(Code.TUNER_UNSUPPORTED, Severity.WARNING,
+                         text("tuner-unsupported", tuners=listing(names),
+                              count=sum(n for _, n in tuners)),
+                         text("tuner-unsupported.fix"), evidence={"tuners": dict(tuners)})]
 
 
 def _inactive(facts: Facts) -> list[Finding]:

@@ -29,10 +29,10 @@ def _zero_at_init(facts: Facts) -> tuple[set[str], list[str]]:
     modules: list[str] = []
     for site in facts.trace.sites:
         for adapter in site.adapters:
-            own = [p for p in site.params if p.adapter == adapter]
+            own = facts.factors(site, adapter)
             zero = [p for p in own if p.all_zero and arrivals.get(p.name) and arrivals[p.name].zero is False]
-            explained = [p.name for p in own if zero and p not in zero and arrivals.get(p.name)
-                         and arrivals[p.name].zero]
+            explained = [p.name for p in site.params if zero and p.adapter == adapter and p not in zero
+                         and arrivals.get(p.name) and arrivals[p.name].zero]
             if explained:
                 params.update(explained)
                 if site.module not in modules:
@@ -55,9 +55,14 @@ def _unexplained_zeros(facts: Facts, at_init: set[str]) -> list[str]:
 def _sibling_may_be_zero(facts: Facts, param: str) -> bool:
     """Another factor of the same adapter is all zero, or not known not to be (sharded, meta): then this
     exactly-zero gradient may be the normal first step, and proves nothing."""
-    site = facts.sites[facts.module_of[param]]
-    own = next(p for p in site.params if p.name == param)
-    return any(p.all_zero is not False for p in site.params if p.adapter == own.adapter and p.name != param)
+    own = facts.params[param]
+    return any(p.all_zero is not False for site in _users(facts, param)
+               for p in facts.factors(site, own.adapter) if p.name != param)
+
+
+def _users(facts: Facts, param: str) -> list:
+    """The layers computing with `param`: the one holding it and those sharing it."""
+    return [s for s in facts.trace.sites if s.module == facts.module_of[param] or param in s.shared]
 
 
 def _adapter(facts: Facts, param: str) -> str:

@@ -95,6 +95,16 @@ FINDINGS: dict[str, dict[str, Any]] = {
                          "zh": "{regions} 中的 {layers} 个 LoRA 层没有为适配器 {adapters} 加上 LoRA 增量：这些层运行时，适配器{reasons}。"},
     "adapter-inactive.changed": {"en": " The step itself changed the adapter state{at}.",
                                  "zh": " 是这一步本身改变了适配器状态{at}。"},
+    "tuner-unsupported": {
+        "en": {"one": "{tuners} adapters found ({count} layer): lora-trace does not yet reason about their "
+                      "gradients, so only the configuration checks apply to them.",
+               "other": "{tuners} adapters found ({count} layers): lora-trace does not yet reason about their "
+                        "gradients, so only the configuration checks apply to them."},
+        "zh": "发现 {tuners} 适配器（{count} 个层）：lora-trace 尚不能分析它们的梯度，因此只对它们做配置检查。"},
+    "tuner-unsupported.fix": {
+        "en": "Nothing to fix in the model. To check that these adapters learn, compare their parameters before and "
+              "after a few optimizer steps.",
+        "zh": "模型本身无需修改。若要确认这些适配器在学习，请比较几次优化器更新前后的参数。"},
     "frozen-reference": {"en": "{layers} frozen LoRA layers in {regions} ran only with grad disabled and hold nothing the optimizer updates: a reference copy (a DPO/KL reference, an EMA teacher), not a failure.",
                          "zh": "{regions} 中的 {layers} 个冻结的 LoRA 层只在禁用梯度时运行，且不含优化器更新的参数：这是一个参考模型副本（DPO/KL 参考模型、EMA 教师），不是故障。"},
     "frozen-reference.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
