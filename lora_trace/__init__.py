@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .analysis.compare import Comparison, compare
 from .core.errors import (
+    AdapterProblemError,
     GraphvizMissingError,
     InvalidModelError,
     LoraTraceError,
@@ -44,15 +45,17 @@ def trace(model: Any, *, optimizer: Any = None, deep: bool = False, label: str |
 
 
 def diagnose(model: Any, step: Any, *, optimizer: Any = None, scaler: Any = None, scheduler: Any = None,
-             label: str | None = None) -> Diagnosis:
+             label: str | None = None, steps: int = 1) -> Diagnosis:
     """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode).
+    With `steps=K` the step runs K times in a row (each call draws its own batch) and is judged across them:
+    an adapter the model skips on some steps is healthy, one that got no gradient in any step is an error.
 
     Afterwards weights, buffers, `.grad`, `requires_grad`, training flags, the optimizer / scaler /
     scheduler state and the CPU/CUDA RNG are exactly what they were. The step's own exception passes through.
     """
     from .capture.dry_run import diagnose as dry_run
 
-    return dry_run(model, step, optimizer=optimizer, scaler=scaler, scheduler=scheduler, label=label)
+    return dry_run(model, step, optimizer=optimizer, scaler=scaler, scheduler=scheduler, label=label, steps=steps)
 
 
 _LAZY = {"Tracer": ("lora_trace.capture.tracer", "Tracer"), "fixes": ("lora_trace.fixes", None),
@@ -73,6 +76,7 @@ __all__ = [
     "Comparison",
     "Diagnosis",
     "Finding",
+    "AdapterProblemError",
     "GraphvizMissingError",
     "InvalidModelError",
     "LoraTraceError",

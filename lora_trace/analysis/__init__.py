@@ -23,10 +23,10 @@ def diagnose_trace(trace: Trace) -> Diagnosis:
     facts = Facts(trace)
     findings = (check_config(facts) + check_targets(facts) + check_paths(facts) + check_gradients(facts)
                 + check_zeros(facts) + check_updates(facts))
-    return Diagnosis(_fold(order_findings(findings)), trace)
+    return Diagnosis(fold_findings(order_findings(findings)), trace)
 
 
-def _fold(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+def fold_findings(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
     """A loss without grad_fn is a consequence when another error explains it: fold it into the root."""
     errors = [f for f in findings if f.severity == Severity.ERROR.value]
     consequence = next((f for f in errors if f.code == Code.LOSS_NO_GRAD.value), None)
@@ -40,4 +40,4 @@ def _fold(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
     return tuple(folded if f is root else f for f in findings if f is not consequence)
 
 
-__all__ = ["diagnose_trace"]
+__all__ = ["diagnose_trace", "fold_findings"]

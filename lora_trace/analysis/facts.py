@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..core.records import LoraParam, LoraSite, ModuleCall, Trace
+from .conditional import Skip, model_skips
 from .timeline import Timeline
 
 
@@ -40,9 +41,20 @@ class Facts:
 
     @cached_property
     def starved(self) -> frozenset[str]:
-        """Trainable LoRA parameters that got no gradient: what every error finding must explain."""
+        """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
+        this step: what every error finding must explain."""
         got = self.got_grad
-        return frozenset() if got is None else self.trainable - got
+        return frozenset() if got is None else self.trainable - got - self.skipped
+
+    @cached_property
+    def skips(self) -> dict[str, Skip]:
+        """Adapter layer -> how the model's own control flow skipped it this step (analysis/conditional.py)."""
+        return model_skips(self.trace, self.calls)
+
+    @cached_property
+    def skipped(self) -> frozenset[str]:
+        """Trainable parameters of the layers the model skipped: no gradient this step, and not a failure."""
+        return frozenset(p for m in self.skips for p in self.sites[m].trainable_params)
 
     @cached_property
     def calls(self) -> dict[str, list[ModuleCall]]:

@@ -66,6 +66,10 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         versions=versions(),
         sites=found.sites,
         unsupported_tuners=found.unsupported,
+        enclosing=rec.enclosing,
+        enclosing_called=tuple(rec.enclosing_called),
+        enclosing_types=rec.enclosing_types,
+        trainable_base=found.trainable_base,
         peft_configs=peft_configs(found.named),
         calls=tuple(rec.calls),
         regions_run=rec.flow.regions_in_order(),
@@ -188,8 +192,9 @@ def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
         with torch.no_grad():
             updated = tuple(sorted(n for n, before in rec.start.values.items()
                                    if not torch.equal(before, current[n].detach())))
+    frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
-                         rec.step_lrs, rec.initial_lrs)
+                         rec.step_lrs, rec.initial_lrs, frozen)
 
 
 def _scaler_skipped(rec: Recording) -> bool | None:

@@ -9,9 +9,18 @@ import torch
 from torch import nn
 
 from ..core.errors import InvalidModelError
-from ..core.records import LoraSite, TargetEntry
+from ..core.records import LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
-from .peft import Named, adapter_tuners, describe_sites, describe_targets, is_lora_layer, unsupported_tuners
+from .peft import (
+    Named,
+    adapter_parameter_ids,
+    adapter_tuners,
+    describe_sites,
+    describe_targets,
+    is_lora_layer,
+    trainable_base,
+    unsupported_tuners,
+)
 
 _WRAPPER_SEGMENTS = ("_orig_mod",)
 
@@ -91,6 +100,7 @@ class Discovery:
     tuners: dict[str, nn.Module]  # base-model prefix -> PEFT tuner
     targets: tuple[TargetEntry, ...]
     unsupported: tuple[tuple[str, int], ...] = ()  # (tuner, layers) lora-trace only checks the configuration of
+    trainable_base: TrainableBase | None = None  # base parameters left trainable beside the adapters
 
     def lora_params(self) -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every LoRA parameter, in discovery order."""
@@ -105,4 +115,5 @@ def discover(model: object) -> Discovery:
     sites, param_names = describe_sites(lora)
     tuners = adapter_tuners(named)
     return Discovery(root, named, lora, sites, region_modules(named), param_names, tuners,
-                     describe_targets(tuners, named), unsupported_tuners(named))
+                     describe_targets(tuners, named), unsupported_tuners(named),
+                     trainable_base(tuners, named, adapter_parameter_ids(named)))

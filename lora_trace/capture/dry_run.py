@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.errors import BadInputError
 from ..core.findings import Diagnosis
 from .discovery import unwrap
 from .losses import find_loss
@@ -23,34 +24,46 @@ def diagnose(
     scaler: Any = None,
     scheduler: Any = None,
     label: str | None = None,
+    steps: int = 1,
 ) -> Diagnosis:
-    """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode).
+    """Run `step(model)` -> loss, backward, and a trial optimizer step, with full evidence (deep mode), `steps`
+    times in a row (each call draws its own batch; updates carry over as in training), judged together.
     A step that runs backward itself (and its own optimizer step) is traced as it is: nothing runs twice.
 
     Afterwards weights, buffers, `.grad`, `requires_grad`, training flags, the optimizer / scaler /
     scheduler state and the CPU/CUDA RNG are exactly what they were. The step's own exception passes through.
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise BadInputError(f"steps= takes a whole number of steps to judge together (1 or more); got {steps!r}.")
     root = unwrap(model)
     stateful = [obj for obj in (optimizer, scaler, scheduler) if obj is not None]
     saved = SavedState(root, stateful, optimizer)
     try:
-        for param in root.parameters():
-            param.grad = None  # clean evidence: which parameters this step reaches
-        with Tracer(model, optimizer=optimizer, deep=True, label=label, scaler=scaler,
-                    before_write=saved.before_write) as tracer:
-            loss = find_loss(step(model))
-            if not loss.requires_grad:
-                tracer.note_loss(loss)
-            elif not tracer.saw_backward():  # a step that runs its own backward (and step) is used as it is
-                if loss.numel() != 1:
-                    loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-                if optimizer is not None and loss.device.type != "meta" and not tracer.saw_optimizer_step():
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-        return tracer.diagnosis
+        diagnoses = [_one_step(model, root, step, optimizer, scaler, label, saved) for _ in range(steps)]
     finally:
         saved.restore()
+    from ..analysis.steps import judge_steps  # analysis is read lazily from capture
+
+    return judge_steps(diagnoses)
+
+
+def _one_step(model: nn.Module, root: nn.Module, step: Callable[[nn.Module], Any], optimizer: Any, scaler: Any,
+              label: str | None, saved: SavedState) -> Diagnosis:
+    for param in root.parameters():
+        param.grad = None  # clean evidence: which parameters this step reaches
+    with Tracer(model, optimizer=optimizer, deep=True, label=label, scaler=scaler,
+                before_write=saved.before_write) as tracer:
+        loss = find_loss(step(model))
+        if not loss.requires_grad:
+            tracer.note_loss(loss)
+        elif not tracer.saw_backward():  # a step that runs its own backward (and step) is used as it is
+            if loss.numel() != 1:
+                loss = loss.sum()  # a non-scalar loss: its sum reaches the same parameters
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            if optimizer is not None and loss.device.type != "meta" and not tracer.saw_optimizer_step():
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+    return tracer.diagnosis

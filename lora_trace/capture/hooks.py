@@ -44,6 +44,7 @@ class StepHooks:
         self._site_of = {p.name: site.module for site in rec.found.sites for p in site.params}
         self._module_of: dict[int, tuple[str, str]] = {}
         self._base_of: dict[int, str] = {}
+        self._once: dict[str, RemovableHandle] = {}
 
     def install(self) -> None:
         rec, keep = self.rec, self._keep
@@ -53,6 +54,7 @@ class StepHooks:
         for region, module in rec.found.regions.items():
             keep(module.register_forward_pre_hook(rec.flow.pre_hook(region), with_kwargs=True))
             keep(module.register_forward_hook(rec.flow.post_hook(region), with_kwargs=True, always_call=True))
+        self._watch_enclosing()
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
         if rec.optimizer is not None:
@@ -129,6 +131,34 @@ class StepHooks:
             place = places[(kind, site.location)] = GradOffPlace(kind, site, len(places))
         place.modules[name] = None
         return place.index
+
+    # -- which modules enclosing adapter layers ran: the model's own conditional paths ---------------------
+    def _watch_enclosing(self) -> None:
+        """A pre-hook on each module enclosing an adapter layer (the model, towers, blocks, experts) that
+        records its first call and removes itself, so it costs one call per module and step."""
+        found = self.rec.found
+        modules = dict(found.named)
+        names = sorted({name[:i] for name in found.lora for i, c in enumerate(name) if c == "."} | {""})
+        watched = []
+        for name in names:
+            module = modules.get(name)
+            if module is None or name in found.lora or type(module).forward is nn.Module.forward:
+                continue  # a ModuleList / ModuleDict has no forward of its own: never called
+            handle = module.register_forward_pre_hook(self._enclosing_hook(name))
+            self._keep(handle)
+            self._once[name] = handle
+            watched.append(name)
+        self.rec.enclosing = tuple(watched)
+        self.rec.enclosing_types = tuple(type(modules[name]).__name__ for name in watched)
+
+    def _enclosing_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple) -> None:
+            self.rec.enclosing_called[name] = None
+            handle = self._once.pop(name, None)
+            if handle is not None:
+                handle.remove()
+
+        return hook
 
     # -- deep mode: which adaptable layers ran, so a target_modules fix can be checked --------------------
     def _watch_adaptable(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.records import AdapterState, LoraParam, LoraSite, TargetEntry
+from ..core.records import AdapterState, LoraParam, LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
 from .matching import candidate_modules, candidate_parameters, entry_table
 
@@ -100,6 +100,39 @@ def unsupported_tuners(named: Named) -> tuple[tuple[str, int], ...]:
             if getattr(config, "is_prompt_learning", False):
                 counts.setdefault(str(getattr(config.peft_type, "value", config.peft_type)), 0)
     return tuple(sorted(counts.items()))
+
+
+def adapter_parameter_ids(named: Named) -> set[int]:
+    """id() of every parameter in any tuner layer's adapter containers (supported tuners or not)."""
+    return {id(p) for name, module in named if is_adapter_layer(module)
+            for _, _, _, p in _adapter_parameters(name, module)}
+
+
+def trainable_base(tuners: dict[str, nn.Module], named: Named, adapters: set[int]) -> TrainableBase | None:
+    """Parameters of the adapted models that require grad beside the adapters: a full fine-tune hiding under
+    the adapter (a blanket requires_grad_(True), prepare_model_for_kbit_training after get_peft_model). Not
+    counted: what PEFT trains on purpose (modules_to_save copies, trainable tokens, biases under bias="all" or
+    "lora_only"), and anything outside the adapted model (a projection head of the user's)."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    count, values, examples = 0, 0, []
+    for prefix, tuner in tuners.items():
+        biases = any(getattr(c, "bias", "none") not in ("none", None) for c in tuner.peft_config.values())
+        wrapped: list[str] = []
+        for name, module in under(named, prefix):
+            if any(name.startswith(w) for w in wrapped):
+                continue
+            if isinstance(module, AuxiliaryTrainingWrapper):
+                wrapped.append(name + ".")
+                continue
+            for local, param in module._parameters.items():
+                if param is None or not param.requires_grad or id(param) in adapters or (biases and local == "bias"):
+                    continue
+                count += 1
+                values += param.numel()
+                if len(examples) < 4:
+                    examples.append(f"{prefix}.{name}.{local}")
+    return TrainableBase(count, values, tuple(examples)) if count else None
 
 
 def _configs(module: nn.Module) -> list[Any]:

@@ -97,6 +97,9 @@ class Recording:
     candidates: dict[Any, CutCandidate] = field(default_factory=dict)  # the deep mode's cut candidates
     open_wrappers: list[str] = field(default_factory=list)  # LoRA wrappers whose forward is running
     changes: dict[tuple[str, str | None, bool | None], ChangeSeen] = field(default_factory=dict)
+    enclosing: tuple[str, ...] = ()  # modules enclosing adapter layers whose calls are watched (one-shot hooks)
+    enclosing_types: tuple[str, ...] = ()  # their classes
+    enclosing_called: dict[str, None] = field(default_factory=dict)  # those called at least once
     step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran
     initial_lrs: tuple[float | None, ...] = ()
 

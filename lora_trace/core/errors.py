@@ -29,3 +29,12 @@ class GraphvizMissingError(LoraTraceError, RuntimeError):
 
 class BadInputError(LoraTraceError, ValueError):
     """An argument lora-trace cannot use (an unknown language, an image format it cannot write)."""
+
+
+class AdapterProblemError(LoraTraceError, RuntimeError):
+    """A traced training step has an error finding, and the caller asked to stop with an exception
+    (`LoraTraceCallback(raise_on_error=True)`). `.diagnosis` holds the verdict."""
+
+    def __init__(self, message: str, diagnosis: object = None) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis

@@ -37,6 +37,8 @@ class Code(str, enum.Enum):
     FROZEN_REFERENCE = "frozen-reference"
     SKIPPED_BY_MODEL = "skipped-by-model"
     TUNER_UNSUPPORTED = "tuner-unsupported"
+    BASE_TRAINABLE = "base-trainable"
+    FROZEN_IN_OPTIMIZER = "frozen-in-optimizer"
     EVAL_MODE = "eval-mode"
 
 
@@ -96,6 +98,7 @@ class Diagnosis:
 
     findings: tuple[Finding, ...]
     trace: Trace
+    steps: tuple[Trace, ...] = ()  # judged across several steps (diagnose(..., steps=K)): each step's trace
 
     @property
     def ok(self) -> bool:

@@ -154,12 +154,22 @@ class Reachability:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainableBase:
+    """Parameters of the adapted models that require grad beside the adapters, at the start of the step."""
+
+    params: int
+    values: int
+    examples: tuple[str, ...]  # the first few qualified names
+
+
+@dataclass(frozen=True, slots=True)
 class OptimizerInfo:
     params: tuple[str, ...]  # LoRA parameters held by some param group
     lrs: tuple[float, ...]
     updated: tuple[str, ...] | None = None  # LoRA parameters whose value changed over the step
     step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran (None: no step)
     initial_lrs: tuple[float | None, ...] = ()  # each group's `initial_lr`, set by a torch lr scheduler
+    frozen: int = 0  # parameters in its groups with requires_grad=False (never updated; harmless)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +231,7 @@ class Trace:
     changes: tuple[StateChange, ...] = ()  # adapter state changed during the step (deep mode sees these)
     trainable_at_end: tuple[str, ...] | None = None  # LoRA parameters with requires_grad when the block ended
     unsupported_tuners: tuple[tuple[str, int], ...] = ()  # (tuner, layers) that get only configuration checks
+    enclosing: tuple[str, ...] | None = None  # modules enclosing adapter layers whose calls were watched ("" the model)
+    enclosing_called: tuple[str, ...] = ()  # those called at least once in the step
+    enclosing_types: tuple[str, ...] = ()  # the class of each `enclosing` module
+    trainable_base: TrainableBase | None = None  # base parameters left trainable under the adapters

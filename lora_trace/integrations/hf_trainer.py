@@ -15,7 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..capture.tracer import Tracer
-from ..core.errors import GraphvizMissingError
+from ..core.errors import AdapterProblemError, GraphvizMissingError
 
 logger = logging.getLogger("lora_trace")
 
@@ -24,17 +24,19 @@ class LoraTraceCallback(TrainerCallback):
     """`Trainer(..., callbacks=[LoraTraceCallback()])`.
 
     every_n_steps: None traces the first step only; N also traces every N-th step after it.
-    stop_on_error: stop training after a step whose diagnosis has an error finding.
+    stop_on_error: stop training after a step whose diagnosis has an error finding (the Trainer ends cleanly).
+    raise_on_error: raise `lora_trace.AdapterProblemError` there instead, so a script or a CI job fails loudly.
     deep: trace with the deep mode (finds the line that cuts a path; costs more).
     output_dir: where runs go (default: `<args.output_dir>/lora-trace`).
     """
 
     def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
-                 output_dir: str | None = None, render: bool = True) -> None:
+                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.stop_on_error = stop_on_error
+        self.raise_on_error = raise_on_error
         self.deep = deep
         self.output_dir = output_dir
         self.render = render
@@ -67,6 +69,10 @@ class LoraTraceCallback(TrainerCallback):
         logger.warning("lora-trace step %d: %s (errors: %s)%s", step, "ok" if diagnosis.ok else "LoRA problems",
                        codes, f"; root cause at {diagnosis.root_cause.location}"
                        if diagnosis.root_cause is not None and diagnosis.root_cause.location else "")
+        if self.raise_on_error and not diagnosis.ok:
+            root = diagnosis.root_cause
+            raise AdapterProblemError(f"lora-trace stopped training after step {step}: {root.code}: {root.message}"
+                                      f"\nFix: {root.fix}", diagnosis)
         if self.stop_on_error and not diagnosis.ok:
             control.should_training_stop = True
         return control

@@ -34,7 +34,8 @@ def test_fixes_and_integrations_are_reachable_from_the_package():
 
 def test_public_surface_is_pinned():
     assert sorted(lora_trace.__all__) == sorted([
-        "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError", "InvalidModelError", "LoraTraceError",
+        "AdapterProblemError", "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError",
+        "InvalidModelError", "LoraTraceError",
         "LossNotFoundError", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
         "compare", "diagnose", "fixes", "integrations", "load", "trace",
     ])

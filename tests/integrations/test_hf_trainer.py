@@ -64,3 +64,24 @@ def test_a_model_in_eval_mode_before_training_gets_no_eval_warning(tmp_path):
             callbacks=[callback]).train()
     (_, diagnosis), = callback.diagnoses
     assert [f.severity for f in diagnosis.findings] == ["info"], diagnosis.report()
+
+
+def test_raise_on_error_fails_the_run_loudly_with_the_diagnosis_and_no_hook_left(tmp_path):
+    import pytest
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = _example().build(freeze_lora=True)
+    model.base_model.model.lm_head.requires_grad_(True)
+    before = hook_snapshot(model)
+    ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                      callbacks=[LoraTraceCallback(raise_on_error=True, render=False)])
+    with pytest.raises(lora_trace.AdapterProblemError, match="lora-frozen") as raised:
+        trainer.train()
+    assert raised.value.diagnosis.codes("error") == ("lora-frozen",)
+    assert trainer.state.global_step == 1 and hook_snapshot(model) == before

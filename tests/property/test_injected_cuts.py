@@ -99,6 +99,18 @@ def _check_injected(spec: Spec) -> None:
         assert diagnosis.ok and not codes, report
         return
 
+    if cut.kind == "skip":
+        # the model's own forward chose not to call the block: on one step that is the model's control flow
+        # (as layer drop is; only a loss left without any graph is an error); a block no step ever runs is an
+        # error across steps
+        skipped = [f for f in diagnosis.findings if f.code == "skipped-by-model"]
+        assert codes <= {"loss-no-grad"} and skipped, report
+        assert {_module_of(p) for p in starved} <= set(skipped[0].modules), report
+        model, x = build(spec)
+        diagnosis = lora_trace.diagnose(model, lambda m: m(x), steps=2)
+        errors = [f for f in diagnosis.findings if f.severity == "error"]
+        codes, report = {f.code for f in errors}, _summary(diagnosis)
+
     code = EXPECTED_CODE[cut.kind]
     assert codes == {code}, f"expected only {code}: {report}"
     assert errors[0].code == code, report
@@ -123,7 +135,10 @@ def test_a_model_without_a_cut_is_healthy(spec):
     diagnosis, starved = _run(spec)
     assert not starved
     assert diagnosis.ok, _summary(diagnosis)
-    assert {f.code for f in diagnosis.findings} <= {"zero-grad-at-init"}, _summary(diagnosis)
+    # a head whose base weights train beside LoRA (head_trainable) is a full fine-tune of the head: warned
+    expected = {"zero-grad-at-init"} | ({"base-trainable"} if spec.head_trainable else set())
+    assert {f.code for f in diagnosis.findings} - {"zero-grad-at-init"} == expected - {"zero-grad-at-init"}, \
+        _summary(diagnosis)
 
 
 @settings(max_examples=40, **_SETTINGS)

@@ -16,7 +16,7 @@ def check_config(facts: Facts) -> list[Finding]:
         key = "no-lora-params" if trace.peft_configs else "adapter-missing"
         code = Code.NO_LORA_PARAMS if trace.peft_configs else Code.ADAPTER_MISSING
         return [make_finding(code, Severity.ERROR, text(key), text(f"{key}.fix"))]
-    findings = unsupported + _inactive(facts) + _frozen(facts) + _references(facts)
+    findings = unsupported + _inactive(facts) + _frozen(facts) + _references(facts) + _base_trainable(facts)
     eval_mode = _eval_mode(facts)
     return findings + ([eval_mode] if eval_mode else [])
 
@@ -32,6 +32,18 @@ def _unsupported(facts: Facts) -> list[Finding]:
                          text("tuner-unsupported", tuners=listing(names),
                               count=sum(n for _, n in tuners)),
                          text("tuner-unsupported.fix"), evidence={"tuners": dict(tuners)})]
+
+
+def _base_trainable(facts: Facts) -> list[Finding]:
+    """Base weights left trainable beside the adapters: the step trains the whole model (a warning: it may be
+    meant, but then LoRA is not what trains)."""
+    base = facts.trace.trainable_base
+    if base is None:
+        return []
+    return [make_finding(Code.BASE_TRAINABLE, Severity.WARNING,
+                         text("base-trainable", count=base.params, values=f"{base.values:,}",
+                              examples=listing(base.examples, 3)),
+                         text("base-trainable.fix"), evidence={"params": base.params, "values": base.values})]
 
 
 def _inactive(facts: Facts) -> list[Finding]:

@@ -42,7 +42,24 @@ def check_paths(facts: Facts) -> list[Finding]:
                 add(Code.LORA_OFF_PATH, site)
             else:
                 add(Code.DETACHED if cut.kind in _DETACHING else Code.GRAD_DISABLED, site, cut)
-    return [_finding(group["code"], group["sites"], group["cut"], facts) for group in groups.values()]
+    findings = [_finding(group["code"], group["sites"], group["cut"], facts) for group in groups.values()]
+    return findings + _skipped(facts)
+
+
+def _skipped(facts: Facts) -> list[Finding]:
+    """Adapter layers the model's own control flow did not run this step: info, with the evidence."""
+    skips = {m: s for m, s in facts.skips.items() if facts.sites[m].trainable_params}
+    if not skips:
+        return []
+    modules = tuple(sorted(skips))
+    skipped = sorted({s.skipped for s in skips.values()})
+    enclosing = sorted({s.enclosing for s in skips.values()})
+    return [make_finding(
+        Code.SKIPPED_BY_MODEL, Severity.INFO,
+        text("skipped-by-model", count=len(modules), total=len(facts.trace.sites), skipped=listing(skipped),
+             enclosing=listing(enclosing, empty=text("model.root"))),
+        text("skipped-by-model.fix"), modules=modules, regions=facts.regions_of(modules),
+        evidence={"skipped": skipped, "ran": enclosing})]
 
 
 def _bypass_fix(sites: list[LoraSite], facts: Facts) -> dict[str, str]:

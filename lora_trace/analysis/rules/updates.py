@@ -21,6 +21,10 @@ def check_updates(facts: Facts) -> list[Finding]:
             text("no-supervised-tokens.fix"), evidence={"loss": loss},
         ))
     optimizer = trace.optimizer
+    if optimizer is not None and optimizer.frozen:
+        findings.append(make_finding(Code.FROZEN_IN_OPTIMIZER, Severity.INFO,
+                                     text("frozen-in-optimizer", count=optimizer.frozen),
+                                     text("frozen-in-optimizer.fix"), evidence={"frozen": optimizer.frozen}))
     if optimizer is None or optimizer.updated is None or not (trace.optimizer_steps or trace.scaler_skipped):
         return findings
     arrivals = {a.param: a for a in trace.arrivals}

@@ -95,6 +95,87 @@ FINDINGS: dict[str, dict[str, Any]] = {
                          "zh": "{regions} 中的 {layers} 个 LoRA 层没有为适配器 {adapters} 加上 LoRA 增量：这些层运行时，适配器{reasons}。"},
     "adapter-inactive.changed": {"en": " The step itself changed the adapter state{at}.",
                                  "zh": " 是这一步本身改变了适配器状态{at}。"},
+    "skipped-by-model": {
+        "en": {"one": "{count} of {total} adapter layers was skipped by the model itself this step: {enclosing} ran "
+                      "without calling {skipped}. That is the model's own control flow (routing, layer drop, a "
+                      "batch without that input), not a cut: the layer learns on the steps that run it.",
+               "other": "{count} of {total} adapter layers were skipped by the model itself this step: {enclosing} "
+                        "ran without calling {skipped}. That is the model's own control flow (routing, layer drop, "
+                        "a batch without that input), not a cut: these layers learn on the steps that run them."},
+        "zh": "本步中 {total} 个适配器层里有 {count} 个被模型自身跳过：{enclosing} 运行了，但 {skipped} 没有被调用。"
+              "这是模型自己的控制流（路由、层丢弃、批次中缺少该输入），不是梯度被切断：这些层会在运行它们的步骤中学习。"},
+    "skipped-by-model.fix": {
+        "en": "Nothing to fix for one step. To check that every adapter learns over a run, judge several steps: "
+              "`lora_trace.diagnose(model, step, steps=8)`.",
+        "zh": "单步无需修复。若要确认每个适配器在整个训练中都能学习，请跨多个步骤判断："
+              "`lora_trace.diagnose(model, step, steps=8)`。"},
+    "skipped-by-model.fix.steps": {"en": "Nothing to fix.", "zh": "无需修复。"},
+    "skipped.steps": {
+        "en": {"one": "{count} adapter layer was skipped by the model on some of the {steps} steps and got a gradient "
+                      "on others: the model's own control flow, and it learns.",
+               "other": "{count} adapter layers were skipped by the model on some of the {steps} steps and got a "
+                        "gradient on others: the model's own control flow, and they learn."},
+        "zh": "{count} 个适配器层在 {steps} 步中的部分步骤被模型跳过，在其他步骤得到了梯度：这是模型自己的控制流，它们在学习。"},
+    "never-ran.routed": {
+        "en": "{layers} adapter layers ({params} trainable parameters) got no gradient in any of {steps} steps: the "
+              "model never ran {skipped}, while {siblings} beside it ran. The model's routing or layer drop never "
+              "selects it: a collapsed router (one expert never wins), or a drop rate that always drops it.",
+        "zh": "{layers} 个适配器层（{params} 个可训练参数）在 {steps} 步中都没有得到梯度：模型从未运行 {skipped}，"
+              "而与它并列的 {siblings} 运行了。模型的路由或层丢弃从不选中它：路由器塌缩（某个专家从不胜出），或丢弃率总是丢弃它。"},
+    "never-ran.routed.fix": {
+        "en": "Check the router (its logits or bias for this expert, an auxiliary load-balancing loss) or the layer "
+              "drop rate (`layerdrop` / `encoder_layerdrop` must be below 1.0); or take the adapter off modules the "
+              "model never runs.",
+        "zh": "检查路由器（该专家的 logits 或偏置、辅助负载均衡损失）或层丢弃率（`layerdrop` / `encoder_layerdrop` 必须小于 "
+              "1.0）；或者不要把适配器放在模型从不运行的模块上。"},
+    "never-ran.dropped": {
+        "en": "{layers} adapter layers ({params} trainable parameters) got no gradient in any of {steps} steps: "
+              "{enclosing} ran every time without calling any of {skipped}, modules of one kind it picks from. Its "
+              "routing or layer drop never selects them: a drop rate of 1.0, or a router that sends every token "
+              "elsewhere.",
+        "zh": "{layers} 个适配器层（{params} 个可训练参数）在 {steps} 步中都没有得到梯度：{enclosing} 每次运行都没有调用 "
+              "{skipped} 中的任何一个（它从中挑选的同类模块）。它的路由或层丢弃从不选中它们：丢弃率为 1.0，或路由器把所有 token 送往别处。"},
+    "never-ran.dropped.fix": {
+        "en": "Check the layer drop rate (`layerdrop` / `encoder_layerdrop` must be below 1.0) or the router; or take "
+              "the adapter off modules the model never runs.",
+        "zh": "检查层丢弃率（`layerdrop` / `encoder_layerdrop` 必须小于 1.0）或路由器；或者不要把适配器放在模型从不运行的模块上。"},
+    "never-ran.absent": {
+        "en": "{layers} adapter layers ({params} trainable parameters) got no gradient in any of {steps} steps: "
+              "{enclosing} ran every time without calling {skipped}. The batches never hold what it needs (an input "
+              "of that modality dropped by the collator or the processor), or a setting turns it off.",
+        "zh": "{layers} 个适配器层（{params} 个可训练参数）在 {steps} 步中都没有得到梯度：{enclosing} 每次运行都没有调用 "
+              "{skipped}。批次中从未包含它需要的输入（该模态的输入被 collator 或 processor 丢弃），或某个设置关闭了它。"},
+    "never-ran.absent.fix": {
+        "en": "Check that the batches carry that input (print the batch keys the model gets: e.g. `input_features` "
+              "for an audio tower); or take the adapter off a part this training never uses.",
+        "zh": "检查批次是否带有该输入（打印传给模型的批次键，例如音频塔需要的 `input_features`）；"
+              "或者不要把适配器放在本次训练从不使用的部分上。"},
+    "base-trainable": {
+        "en": {"one": "{count} parameter of the adapted model ({values} values) requires grad beside the adapters "
+                      "({examples}): the base model trains too, with a full fine-tune's memory and changed base "
+                      "weights.",
+               "other": "{count} parameters of the adapted model ({values} values) require grad beside the adapters "
+                        "({examples}): the base model trains too, with a full fine-tune's memory and changed base "
+                        "weights."},
+        "zh": "被适配的模型中有 {count} 个参数（{values} 个数值）在适配器之外也需要梯度（{examples}）：基础模型也在训练，"
+              "占用全量微调的显存，并会改变基础权重。"},
+    "base-trainable.fix": {
+        "en": "If only the adapters should train: apply get_peft_model last (it freezes the base; a blanket "
+              "`requires_grad_(True)` or prepare_model_for_kbit_training after it unfreezes it), and list what "
+              "should train beside them in `modules_to_save`. `model.print_trainable_parameters()` shows the split.",
+        "zh": "如果只应训练适配器：最后调用 get_peft_model（它会冻结基础模型；在其后调用 `requires_grad_(True)` 或 "
+              "prepare_model_for_kbit_training 会解冻），并把需要一起训练的模块写进 `modules_to_save`。"
+              "`model.print_trainable_parameters()` 会显示可训练参数的分布。"},
+    "frozen-in-optimizer": {
+        "en": {"one": "{count} frozen parameter (requires_grad=False) is registered with the optimizer: it never "
+                      "gets a gradient, so it is never updated.",
+               "other": "{count} frozen parameters (requires_grad=False) are registered with the optimizer: they "
+                        "never get a gradient, so they are never updated."},
+        "zh": "优化器中登记了 {count} 个冻结参数（requires_grad=False）：它们永远得不到梯度，因此永远不会被更新。"},
+    "frozen-in-optimizer.fix": {
+        "en": "Harmless. To keep the optimizer to what trains, build it from "
+              "`[p for p in model.parameters() if p.requires_grad]`.",
+        "zh": "无害。若要让优化器只包含需要训练的参数，请用 `[p for p in model.parameters() if p.requires_grad]` 创建它。"},
     "tuner-unsupported": {
         "en": {"one": "{tuners} adapters found ({count} layer): lora-trace does not yet reason about their "
                       "gradients, so only the configuration checks apply to them.",

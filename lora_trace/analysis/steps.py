@@ -1,0 +1,78 @@
+"""One verdict over several steps (`diagnose(..., steps=K)`): an adapter the model skips on some steps and
+runs on others is healthy; one that got no gradient in any of the K steps is an error, with the most likely
+reason read from how the model skipped it. Torch-free."""
+
+from __future__ import annotations
+
+from ..core.findings import Code, Diagnosis, Finding, Severity, make_finding, order_findings
+from ..core.messages import listing, text
+from . import fold_findings
+from .facts import Facts
+
+
+def judge_steps(diagnoses: list[Diagnosis]) -> Diagnosis:
+    """The verdict on K traced steps: each step's findings once per code and location, the model's skips
+    judged across the steps. The last step's trace is the one drawn; every step's trace is kept."""
+    if len(diagnoses) == 1:
+        return diagnoses[0]
+    facts = [Facts(d.trace) for d in diagnoses]
+    findings: dict[tuple[str, str | None], Finding] = {}
+    for diagnosis in diagnoses:
+        for finding in diagnosis.findings:
+            if finding.code != Code.SKIPPED_BY_MODEL.value:
+                findings.setdefault((finding.code, finding.location), finding)
+    findings.update({(f.code, "steps"): f for f in _skips_across(facts)})
+    return Diagnosis(fold_findings(order_findings(list(findings.values()))), diagnoses[-1].trace,
+                     steps=tuple(d.trace for d in diagnoses))
+
+
+def _skips_across(facts: list[Facts]) -> list[Finding]:
+    got = frozenset().union(*(f.got_grad or frozenset() for f in facts))
+    skipped_some = {m for f in facts for m in f.skips}
+    if not skipped_some:
+        return []
+    last = facts[-1]
+    never = sorted(m for m in skipped_some if not any(p in got for p in last.sites[m].trainable_params))
+    learned = sorted(skipped_some - set(never))
+    findings = []
+    if never:
+        findings.append(_never_ran(facts, never))
+    if learned:
+        findings.append(make_finding(
+            Code.SKIPPED_BY_MODEL, Severity.INFO,
+            text("skipped.steps", count=len(learned), steps=len(facts)), text("skipped-by-model.fix.steps"),
+            modules=tuple(learned), regions=last.regions_of(learned),
+            evidence={"steps": len(facts), "skipped_in": {m: sum(m in f.skips for f in facts) for m in learned}}))
+    return findings
+
+
+def _never_ran(facts: list[Facts], modules: list[str]) -> Finding:
+    """Adapter layers no step ran: which module around them was skipped, and whether its siblings ran (routing
+    or layer drop never picks it) or nothing like it did (the batches lack what it needs)."""
+    skips = [f.skips[m] for f in facts for m in modules if m in f.skips]
+    skipped = sorted({s.skipped for s in skips})
+    enclosing = sorted({s.enclosing for s in skips})
+    ran = set().union(*(set(f.trace.enclosing_called) for f in facts))
+    kinds = dict(zip(facts[-1].trace.enclosing or (), facts[-1].trace.enclosing_types, strict=False))
+    siblings = sorted({r for r in ran for s in skipped if _sibling(r, s, kinds)})
+    collection = any(_sibling(a, b, kinds) for a in skipped for b in skipped)  # layers.0 and layers.1, both skipped
+    reason = "routed" if siblings else "dropped" if collection else "absent"
+    last = facts[-1]
+    n_params = sum(len(last.sites[m].trainable_params) for m in modules)
+    return make_finding(
+        Code.LORA_BYPASSED, Severity.ERROR,
+        text(f"never-ran.{reason}", layers=len(modules), params=n_params, steps=len(facts), skipped=listing(skipped),
+             enclosing=listing(enclosing, empty=text("model.root")), siblings=listing(siblings)),
+        text(f"never-ran.{reason}.fix"), modules=tuple(modules), regions=last.regions_of(modules),
+        evidence={"steps": len(facts), "skipped": skipped, "ran": enclosing, "siblings_ran": siblings,
+                  "starved_params": n_params})
+
+
+def _sibling(name: str, of: str, kinds: dict[str, str]) -> bool:
+    """Whether `name` is another module of the same class under the same parent as `of` (expert_1 beside
+    expert_3, layers.0 beside layers.1; not the language model beside the audio tower)."""
+    return (name != of and name.rpartition(".")[0] == of.rpartition(".")[0]
+            and kinds.get(name) is not None and kinds.get(name) == kinds.get(of))
+
+
+__all__ = ["judge_steps"]
