@@ -21,7 +21,7 @@ from typing import Any
 from . import chain, cli, machine, report
 from .runner import EXACT_MALLOC, ROOT, run_job
 
-SECTIONS = ("overhead", "tools", "scale", "cli", "chain")
+SECTIONS = ("overhead", "tools", "peer", "scale", "cli", "chain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +97,15 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
             results["tools"].append(_compare(
                 ", ".join(group), "qwen2-16", list(group), rounds=plan.torchlens_rounds if slow else plan.tool_rounds,
                 warmup=0 if slow else 1, truth=group[0] in ("lora_trace", "torchlens"), memory_steps=1 if slow else 2))
+    if "peer" in sections:
+        _progress("peer: lora_trace and guardtower in the same process on 16 and 320 LoRA modules; then accuracy")
+        results["peer"] = {
+            model: _compare(f"{model} with guardtower", model, ["lora_trace", "lora_trace-deep", "guardtower"],
+                            rounds=plan.tool_rounds, warmup=1)
+            for model in ("qwen2-16", "narrow-32")
+        }
+        results["peer_accuracy"] = _job("accuracy on the project's scenarios", "peer", quick=plan.quick,
+                                        timeout_s=900)
     if "scale" in sections:
         _progress("scale: Qwen2-Audio-7B on meta, and diagnose() against the LoRA count")
         results["meta7b"] = _job("qwen2-audio-7b (meta)", "meta7b", repeats=plan.meta_repeats)

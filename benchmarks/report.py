@@ -26,7 +26,7 @@ def _mb(value: float | None) -> str:
 
 def render(results: dict[str, Any]) -> str:
     targets = evaluate(results)
-    parts = [_header(results), _targets(targets), _overhead(results), _tools(results), _init(results),
+    parts = [_header(results), _targets(targets), _overhead(results), _tools(results), _peer(results), _init(results),
              _scale(results), _cli(results), _chain(results), _failures(targets), _method(results)]
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 
@@ -147,6 +147,50 @@ def _tools(results: dict[str, Any]) -> str:
         errors += [f"- {name}: {line}" for name, line in job.get("errors", {}).items()]
     if errors:
         lines += ["", "Did not install or did not run with this torch / model:"] + errors
+    return "\n".join(lines) + "\n"
+
+
+def _peer(results: dict[str, Any]) -> str:
+    from .peer import tally
+
+    jobs, accuracy = results.get("peer", {}), results.get("peer_accuracy")
+    if not jobs and not accuracy:
+        return ""
+    lines = ["## Beside the peer: guardtower", "",
+             "Overhead: lora-trace and guardtower in the same process, interleaved with plain steps (forward + "
+             "backward); \"x plain\" is the median of per-round ratios.", "",
+             "| model | LoRA modules | plain s | lora_trace | lora_trace deep | guardtower |",
+             "|---|---|---|---|---|---|"]
+    for model, job in jobs.items():
+        if "error" in job:
+            lines.append(f"| {model} | - | - | the job failed: {job['error']} | | |")
+            continue
+        v = job["variants"]
+        cells = [_x(v[n]["median_pair_ratio"]) if n in v else "did not run"
+                 for n in ("lora_trace", "lora_trace-deep", "guardtower")]
+        lines.append(f"| {model} | {job.get('lora_modules', '-')} | {_s(v.get('plain', {}).get('median_s'))} | "
+                     + " | ".join(cells) + " |")
+    if accuracy and "rows" in accuracy:
+        rows = accuracy["rows"]
+        lines += ["", f"Accuracy on the project's own scenarios ({len(rows)}: each tool on a freshly built copy; "
+                  f"guardtower {accuracy.get('guardtower_version', '?')}). Cause named: the truth's root cause is "
+                  "among the tool's errors (guardtower's checks mapped to the lora-trace code of the same cause, "
+                  "see `benchmarks/peer.py`). Steps broken: the tool raised, or could not run the step.", "",
+                  "| tool | failures noticed | cause named | false alarms on healthy steps | steps broken |",
+                  "|---|---|---|---|---|"]
+        for tool in ("lora_trace", "guardtower"):
+            t = tally(rows, tool)
+            lines.append(f"| {tool} | {t['noticed']} of {t['faulty']} | {t['named']} of {t['faulty']} | "
+                         f"{t['false_alarms']} of {t['healthy']} | {t['broken']} of {len(rows)} |")
+        lines += ["", "| family | scenarios | lora_trace noticed / named / false alarms | guardtower noticed / named "
+                  "/ false alarms / broken |", "|---|---|---|---|"]
+        for family in dict.fromkeys(r["family"] for r in rows):
+            subset = [r for r in rows if r["family"] == family]
+            ours, theirs = tally(subset, "lora_trace"), tally(subset, "guardtower")
+            lines.append(f"| {family} | {len(subset)} | {ours['noticed']} / {ours['named']} / {ours['false_alarms']} | "
+                         f"{theirs['noticed']} / {theirs['named']} / {theirs['false_alarms']} / {theirs['broken']} |")
+    elif accuracy:
+        lines += ["", f"Accuracy job failed: {accuracy.get('error')}"]
     return "\n".join(lines) + "\n"
 
 

@@ -151,7 +151,33 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         targets.append(_missing("meta Qwen2-Audio-7B diagnose, memory", "< 2 GB peak RSS"))
     targets.append(_linear_target(results))
     targets.append(_cli_target(results))
+    targets += _peer_targets(results)
     return targets
+
+
+def _peer_targets(results: dict[str, Any]) -> list[Target]:
+    """Ahead of guardtower on overhead (same process, both models), causes named and false alarms."""
+    targets = []
+    for model, title in (("qwen2-16", "16 LoRA"), ("narrow-32", "320 LoRA")):
+        goal = "lora_trace default cheaper than guardtower"
+        variants = results.get("peer", {}).get(model, {}).get("variants", {})
+        if "lora_trace" not in variants or "guardtower" not in variants:
+            targets.append(_missing(f"overhead beside guardtower, {title}", goal))
+            continue
+        ours, theirs = variants["lora_trace"]["median_pair_ratio"], variants["guardtower"]["median_pair_ratio"]
+        targets.append(Target(f"overhead beside guardtower, {title}", goal,
+                              f"{ours:.2f}x vs {theirs:.2f}x a plain step", _status(ours < theirs)))
+    accuracy = results.get("peer_accuracy") or {}
+    goal = "more causes named, no more false alarms than guardtower"
+    if "rows" not in accuracy:
+        return targets + [_missing("accuracy beside guardtower", goal)]
+    from .peer import tally
+
+    ours, theirs = tally(accuracy["rows"], "lora_trace"), tally(accuracy["rows"], "guardtower")
+    measured = (f"named {ours['named']} vs {theirs['named']} of {ours['faulty']}; false alarms {ours['false_alarms']} "
+                f"vs {theirs['false_alarms']} of {ours['healthy']}")
+    ok = ours["named"] > theirs["named"] and ours["false_alarms"] <= theirs["false_alarms"]
+    return targets + [Target("accuracy beside guardtower", goal, measured, _status(ok))]
 
 
 def _cli_target(results: dict[str, Any]) -> Target:

@@ -245,6 +245,24 @@ class Anomaly(Variant):
             self._verdict = {"says": "raises only on NaN/Inf in backward; silent here (no verdict on zero gradients)"}
 
 
+class Guardtower(Variant):
+    """The peer: `guardtower.audit` runs one instrumented step (forward + backward) with forward and full
+    backward hooks on every module, then its checks."""
+
+    name = "guardtower"
+    label = "guardtower.audit(model, step) (one instrumented step)"
+
+    def prepare(self) -> None:
+        import guardtower  # noqa: F401
+
+    def run(self) -> None:
+        import guardtower
+
+        report = guardtower.audit(self.model, lambda: self.bench.step(self.model))
+        if self._verdict is None:
+            self._verdict = {"errors": [f.check for f in report.errors], "warnings": [f.check for f in report.warnings]}
+
+
 def _require_dot() -> None:
     import shutil
 
@@ -264,6 +282,7 @@ def make(name: str, bench: Bench) -> Variant:
         "torchview-svg": lambda: Torchview(bench, svg=True),
         "torchlens": lambda: TorchLens(bench),
         "anomaly": lambda: Anomaly(bench),
+        "guardtower": lambda: Guardtower(bench),
     }
     if name not in factories:
         raise ValueError(f"unknown variant {name!r}; one of: {', '.join(sorted(factories))}")
