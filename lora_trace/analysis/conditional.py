@@ -26,6 +26,7 @@ def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, S
         return {}  # a run saved before this evidence was recorded
     watched, called = set(trace.enclosing), set(trace.enclosing_called)
     ran = called | set(calls) | set(trace.regions_run)
+    inside_ran = {r[:i] for r in ran for i, c in enumerate(r) if c == "."}  # every module something ran inside
     direct = {m for c in trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
     skips = {}
     for site in trace.sites:
@@ -39,7 +40,7 @@ def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, S
         skipped = inside[-1] if inside else site.module
         if skipped == site.module and (not trace.deep or site.module in direct):
             continue  # its parent ran and it did not: only deep mode can tell a skip from a direct weight use
-        if any(r.startswith(skipped + ".") for r in ran):
+        if skipped in inside_ran:
             continue  # something inside ran without it: the path went around it
         skips[site.module] = Skip(skipped, enclosing)
     return skips

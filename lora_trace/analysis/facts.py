@@ -78,6 +78,15 @@ class Facts:
         """Adapter parameter name -> its record."""
         return {p.name: p for site in self.trace.sites for p in site.params}
 
+    @cached_property
+    def sharers(self) -> dict[str, tuple[LoraSite, ...]]:
+        """Parameter -> the layers that compute with it besides the one holding it (shared banks)."""
+        table: dict[str, list[LoraSite]] = {}
+        for site in self.trace.sites:
+            for name in site.shared:
+                table.setdefault(name, []).append(site)
+        return {name: tuple(sites) for name, sites in table.items()}
+
     def factors(self, site: LoraSite, adapter: str) -> list[LoraParam]:
         """The parameters of `adapter` that the layer computes with: its own, and those it shares with others."""
         shared = [self.params[n] for n in site.shared if n in self.params]

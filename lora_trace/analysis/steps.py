@@ -54,8 +54,8 @@ def _never_ran(facts: list[Facts], modules: list[str]) -> Finding:
     enclosing = sorted({s.enclosing for s in skips})
     ran = set().union(*(set(f.trace.enclosing_called) for f in facts))
     kinds = dict(zip(facts[-1].trace.enclosing or (), facts[-1].trace.enclosing_types, strict=False))
-    siblings = sorted({r for r in ran for s in skipped if _sibling(r, s, kinds)})
-    collection = any(_sibling(a, b, kinds) for a in skipped for b in skipped)  # layers.0 and layers.1, both skipped
+    siblings = sorted(set(_siblings(ran, skipped, kinds)) - set(skipped))
+    collection = any(len(group) > 1 for group in _groups(skipped, kinds).values())  # layers.0 and .1 both skipped
     reason = "routed" if siblings else "dropped" if collection else "absent"
     last = facts[-1]
     n_params = sum(len(last.sites[m].trainable_params) for m in modules)
@@ -68,11 +68,20 @@ def _never_ran(facts: list[Facts], modules: list[str]) -> Finding:
                   "starved_params": n_params})
 
 
-def _sibling(name: str, of: str, kinds: dict[str, str]) -> bool:
-    """Whether `name` is another module of the same class under the same parent as `of` (expert_1 beside
-    expert_3, layers.0 beside layers.1; not the language model beside the audio tower)."""
-    return (name != of and name.rpartition(".")[0] == of.rpartition(".")[0]
-            and kinds.get(name) is not None and kinds.get(name) == kinds.get(of))
+def _groups(names: list[str] | set[str], kinds: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """Modules grouped by (parent, class): expert_0..expert_3 of one MoE block, layers.0..N of one encoder."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        if kinds.get(name) is not None:
+            groups.setdefault((name.rpartition(".")[0], kinds[name]), []).append(name)
+    return groups
+
+
+def _siblings(names: list[str] | set[str], of: list[str], kinds: dict[str, str]) -> list[str]:
+    """Those of `names` that share a parent and a class with one of `of` (not the language model beside the
+    audio tower: a different class)."""
+    wanted = {(o.rpartition(".")[0], kinds[o]) for o in of if kinds.get(o) is not None}
+    return [n for key, group in _groups(names, kinds).items() if key in wanted for n in group]
 
 
 __all__ = ["judge_steps"]

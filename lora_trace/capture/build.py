@@ -159,7 +159,7 @@ def _grad_off_cuts(rec: Recording) -> list[Cut]:
             detail = ("reentrant checkpoint forward; tensor inputs requires_grad="
                       f"{list(place.site.checkpoint_inputs or ())}")
         cuts.append(Cut(place.kind, place.site.location, place.site.stack, detail, _trainable(rec.found, modules),
-                        tuple(modules)))
+                        tuple(modules), how=getattr(place.site, "how", "")))
     return cuts
 
 

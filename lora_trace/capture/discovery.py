@@ -17,12 +17,14 @@ from .peft import (
     adapter_tuners,
     describe_sites,
     describe_targets,
+    is_adapter_layer,
     is_lora_layer,
     trainable_base,
+    under,
     unsupported_tuners,
 )
 
-_WRAPPER_SEGMENTS = ("_orig_mod",)
+_WRAPPER_SEGMENTS = ("_orig_mod",)  # clean_name checks for it directly
 
 
 def unwrap(model: object) -> nn.Module:
@@ -64,7 +66,7 @@ def unwrap_optimizer(optimizer: Any) -> Any:
 
 def clean_name(name: str) -> str:
     """Drop wrapper segments (`_orig_mod` of compiled submodules) so names compare across wrappers."""
-    if not any(segment in name for segment in _WRAPPER_SEGMENTS):
+    if "_orig_mod" not in name:  # the only wrapper segment; a generator per name was 20% of entering a trace
         return name
     return ".".join(p for p in name.split(".") if p not in _WRAPPER_SEGMENTS)
 
@@ -78,6 +80,11 @@ def lora_modules(root: nn.Module | Named) -> dict[str, nn.Module]:
     """Qualified name -> adapter layer of a tuner lora-trace reasons about, in model order."""
     named = named_modules(root) if isinstance(root, nn.Module) else root
     return {name: module for name, module in named if is_lora_layer(module)}
+
+
+def adapter_layers(named: Named) -> dict[str, nn.Module]:
+    """Qualified name -> adapter layer of any PEFT tuner, in model order."""
+    return {name: module for name, module in named if is_adapter_layer(module)}
 
 
 def region_modules(named: Named) -> dict[str, nn.Module]:
@@ -111,9 +118,13 @@ class Discovery:
 def discover(model: object) -> Discovery:
     root = unwrap(model)
     named = named_modules(root)
-    lora = lora_modules(named)
+    adapters = adapter_layers(named)
+    lora = {name: layer for name, layer in adapters.items() if is_lora_layer(layer)}
+    others = {name: layer for name, layer in adapters.items() if name not in lora}
     sites, param_names = describe_sites(lora)
     tuners = adapter_tuners(named)
+    adapter_ids = set(param_names) | adapter_parameter_ids(others)
+    below = {prefix: under(named, prefix) for prefix in tuners}
     return Discovery(root, named, lora, sites, region_modules(named), param_names, tuners,
-                     describe_targets(tuners, named), unsupported_tuners(named),
-                     trainable_base(tuners, named, adapter_parameter_ids(named)))
+                     describe_targets(tuners, below), unsupported_tuners(others, named),
+                     trainable_base(tuners, below, adapter_ids))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +41,38 @@ def diagnose(
     saved = SavedState(root, stateful, optimizer)
     try:
         diagnoses = [_one_step(model, root, step, optimizer, scaler, label, saved) for _ in range(steps)]
+        if steps == 1:
+            diagnoses[0] = _with_origins(model, step, diagnoses[0], saved)
     finally:
         saved.restore()
     from ..analysis.steps import judge_steps  # analysis is read lazily from capture
 
     return judge_steps(diagnoses)
+
+
+def _with_origins(model: nn.Module, step: Callable[[nn.Module], Any], diagnosis: Diagnosis,
+                  saved: SavedState) -> Diagnosis:
+    """For grad-zero / nonfinite-grad: re-run the step from the same state and name the node where the zero
+    or the non-finite value was born (capture/origin.py)."""
+    codes = set(diagnosis.codes("error"))
+    wanted = [kind for code, kind in (("grad-zero", "zero"), ("nonfinite-grad", "nonfinite")) if code in codes]
+    if not wanted:
+        return diagnosis
+    from ..analysis import diagnose_trace
+    from .discovery import discover
+    from .origin import find_origin
+
+    params = dict(discover(model).lora_params())
+    origins = []
+    for kind in wanted:
+        affected = {a.param for a in diagnosis.trace.arrivals if (a.zero if kind == "zero" else a.finite is False)}
+        saved.restore()
+        origin = find_origin(model, step, params, kind, affected, saved.before_write)
+        if origin is not None:
+            origins.append(origin)
+    if not origins:
+        return diagnosis
+    return diagnose_trace(dataclasses.replace(diagnosis.trace, origins=tuple(origins)))
 
 
 def _one_step(model: nn.Module, root: nn.Module, step: Callable[[nn.Module], Any], optimizer: Any, scaler: Any,

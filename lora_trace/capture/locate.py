@@ -94,12 +94,15 @@ def _site(frames: list[FrameType], location: str | None, *, keep_library: bool =
 @dataclass(frozen=True)
 class GradOffSite(Site):
     checkpoint_inputs: tuple[bool, ...] | None = None  # set when grad is off inside a reentrant checkpoint
+    how: str = "block"  # "block" | "decorator" | "library" (a library's own no_grad) | "call" (a
+    # `torch.set_grad_enabled(False)` statement earlier in the function) | "global" (off before this code ran)
 
 
 def grad_off_site(depth: int = 1) -> GradOffSite:
     """Why grad is off here: the user's `with torch.no_grad():` line (or decorator), or a reentrant
     checkpoint's first forward (then the `requires_grad` flags of the checkpoint's tensor inputs)."""
     frames = _frames(sys._getframe(depth + 1))
+    in_library = False
     for index, frame in enumerate(frames):
         code = frame.f_code
         if code.co_filename.endswith(_CHECKPOINT_FILE) and code.co_name == "forward" and "ctx" in frame.f_locals:
@@ -107,23 +110,36 @@ def grad_off_site(depth: int = 1) -> GradOffSite:
             flags = tuple(bool(a.requires_grad) for a in args if hasattr(a, "requires_grad"))
             site = _site(frames[index:], None, keep_library=False)  # the line that called checkpoint()
             return GradOffSite(site.location, site.stack, flags)
-        if is_library_file(code.co_filename):
+        if _is_own(code.co_filename):
             continue
-        line = _grad_off_statement(code.co_filename, frame.f_lineno)
-        if line is not None:
+        found = _grad_off_statement(code.co_filename, frame.f_lineno)
+        if found is not None and is_library_file(code.co_filename):
+            in_library = True  # a library's own `no_grad` (generate(), a frozen tower): named at the user's call
+            continue
+        if found is not None:
+            line, how = found
             site = _site(frames, format_location(code.co_filename, line), keep_library=False)
-            return GradOffSite(site.location, site.stack)
+            return GradOffSite(site.location, site.stack, how=how)
+    if in_library:
+        site = _site(frames, None, keep_library=True)
+        return GradOffSite(site.location, site.stack, how="library")
+    for frame in frames:  # no block or decorator anywhere: grad was switched off by a plain call, or before
+        if not is_library_file(frame.f_code.co_filename) and not _is_own(frame.f_code.co_filename):
+            line = _set_grad_call(frame.f_code.co_filename, frame.f_lineno)
+            if line is not None:
+                site = _site(frames, format_location(frame.f_code.co_filename, line), keep_library=False)
+                return GradOffSite(site.location, site.stack, how="call")
     site = _site(frames, None, keep_library=False)
-    return GradOffSite(site.location, site.stack)
+    return GradOffSite(site.location, site.stack, how="global")
 
 
 @functools.lru_cache(maxsize=4096)
-def _grad_off_statement(filename: str, line: int) -> int | None:
-    """The line of the innermost `with` or decorator that turns grad off around `line`, if any."""
+def _grad_off_statement(filename: str, line: int) -> tuple[int, str] | None:
+    """(line, "block" | "decorator") of the innermost `with` or decorator that turns grad off around `line`."""
     tree = _parse(filename)
     if tree is None:
         return None
-    best: tuple[int, int] | None = None  # (start line of the enclosing node, line to report)
+    best: tuple[int, int, str] | None = None  # (start line of the enclosing node, line to report, how)
     for node in ast.walk(tree):
         end = getattr(node, "end_lineno", None)
         if end is None or not node.lineno <= line <= end:
@@ -131,12 +147,31 @@ def _grad_off_statement(filename: str, line: int) -> int | None:
         if isinstance(node, (ast.With, ast.AsyncWith)):
             hits = [item for item in node.items if _GRAD_OFF.search(ast.unparse(item.context_expr))]
             if hits and (best is None or node.lineno >= best[0]):
-                best = (node.lineno, node.lineno)
+                best = (node.lineno, node.lineno, "block")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             hits = [d for d in node.decorator_list if _GRAD_OFF.search(ast.unparse(d))]
             if hits and (best is None or node.lineno >= best[0]):
-                best = (node.lineno, hits[0].lineno)
-    return best[1] if best else None
+                best = (node.lineno, hits[0].lineno, "decorator")
+    return (best[1], best[2]) if best else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _set_grad_call(filename: str, line: int) -> int | None:
+    """The line of the last `torch.set_grad_enabled(False)` statement before `line` in the function holding it."""
+    tree = _parse(filename)
+    if tree is None:
+        return None
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module))
+                 and getattr(n, "lineno", 0) <= line <= getattr(n, "end_lineno", line)]
+    scope = max(functions, key=lambda n: getattr(n, "lineno", 0), default=None)
+    calls = [n.lineno for n in ast.walk(scope) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+             and n.lineno < line and _is_grad_off_call(n.value)] if scope is not None else []
+    return max(calls, default=None)
+
+
+def _is_grad_off_call(call: ast.Call) -> bool:
+    name = ast.unparse(call.func)
+    return name.endswith("set_grad_enabled") and bool(call.args) and ast.unparse(call.args[0]) in ("False", "0")
 
 
 @functools.lru_cache(maxsize=256)

@@ -89,26 +89,27 @@ def adapter_state(layer: Any) -> AdapterState:
     return AdapterState(active, bool(layer.disable_adapters), bool(layer.merged), zero)
 
 
-def unsupported_tuners(named: Named) -> tuple[tuple[str, int], ...]:
-    """(tuner, layer count) of adapter layers lora-trace does not reason about, and of prompt-learning
-    adapters (no layer at all: a prompt encoder), which get only the configuration checks."""
+def unsupported_tuners(layers: dict[str, nn.Module], named: Named) -> tuple[tuple[str, int], ...]:
+    """(tuner, layer count) of the adapter `layers` lora-trace does not reason about, and of prompt-learning
+    adapters (no layer at all: a prompt encoder on a PeftModel), which get only the configuration checks."""
+    from peft import PeftModel
+
     counts: dict[str, int] = {}
+    for layer in layers.values():
+        counts[tuner_name(layer)] = counts.get(tuner_name(layer), 0) + 1
     for _, module in named:
-        if is_adapter_layer(module) and not is_lora_layer(module):
-            counts[tuner_name(module)] = counts.get(tuner_name(module), 0) + 1
-        for config in _configs(module):
+        for config in _configs(module) if isinstance(module, PeftModel) else ():
             if getattr(config, "is_prompt_learning", False):
                 counts.setdefault(str(getattr(config.peft_type, "value", config.peft_type)), 0)
     return tuple(sorted(counts.items()))
 
 
-def adapter_parameter_ids(named: Named) -> set[int]:
-    """id() of every parameter in any tuner layer's adapter containers (supported tuners or not)."""
-    return {id(p) for name, module in named if is_adapter_layer(module)
-            for _, _, _, p in _adapter_parameters(name, module)}
+def adapter_parameter_ids(layers: dict[str, nn.Module]) -> set[int]:
+    """id() of every parameter in these tuner layers' adapter containers."""
+    return {id(p) for name, layer in layers.items() for _, _, _, p in _adapter_parameters(name, layer)}
 
 
-def trainable_base(tuners: dict[str, nn.Module], named: Named, adapters: set[int]) -> TrainableBase | None:
+def trainable_base(tuners: dict[str, nn.Module], below: dict[str, Named], adapters: set[int]) -> TrainableBase | None:
     """Parameters of the adapted models that require grad beside the adapters: a full fine-tune hiding under
     the adapter (a blanket requires_grad_(True), prepare_model_for_kbit_training after get_peft_model). Not
     counted: what PEFT trains on purpose (modules_to_save copies, trainable tokens, biases under bias="all" or
@@ -119,7 +120,7 @@ def trainable_base(tuners: dict[str, nn.Module], named: Named, adapters: set[int
     for prefix, tuner in tuners.items():
         biases = any(getattr(c, "bias", "none") not in ("none", None) for c in tuner.peft_config.values())
         wrapped: list[str] = []
-        for name, module in under(named, prefix):
+        for name, module in below[prefix]:
             if any(name.startswith(w) for w in wrapped):
                 continue
             if isinstance(module, AuxiliaryTrainingWrapper):
@@ -245,11 +246,12 @@ def _targets_modules(config: object) -> bool:
     return getattr(config, "target_modules", None) is not None or bool(getattr(config, "target_parameters", None))
 
 
-def describe_targets(tuners: dict[str, nn.Module], named: Named) -> tuple[TargetEntry, ...]:
-    """Per-entry coverage of every adapter config: target_modules rows, then target_parameters rows."""
+def describe_targets(tuners: dict[str, nn.Module], below_all: dict[str, Named]) -> tuple[TargetEntry, ...]:
+    """Per-entry coverage of every adapter config: target_modules rows, then target_parameters rows.
+    `below_all`: each tuner's prefix -> the (relative name, module) pairs below it."""
     rows: list[TargetEntry] = []
     for prefix, tuner in tuners.items():
-        below = under(named, prefix)
+        below = below_all[prefix]
         modules = candidate_modules(below)
         parameters = None
         for adapter, config in sorted(tuner.peft_config.items()):

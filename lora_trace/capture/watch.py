@@ -36,7 +36,7 @@ _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matm
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
 
 
-def _writes(func: Any) -> bool:
+def writes(func: Any) -> bool:
     """An in-place op (`add_`, `copy_`, `_foreach_mul_`, `__iadd__`) or a `.data` assignment: it writes its
     first argument. A conversion (`to`, `half`, ...) may be assigned back to it (Module.to() does, where no
     torch function sees the assignment), so it counts too."""
@@ -124,7 +124,7 @@ class PathWatch(TorchFunctionMode):
                 self._local.paused = False
 
     def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
-        if self._before_write is not None and args and _writes(func):
+        if self._before_write is not None and args and writes(func):
             self._before_write(args[0])
         source = _BACKWARD.get(func)
         if source is not None:

@@ -109,6 +109,7 @@ class Cut:
     modules: tuple[str, ...] = ()  # LoRA modules concerned
     count: int = 1
     downstream: bool = False  # seen on the path after the LoRA layers (an op on their output), not around them
+    how: str = ""  # grad off: "block" | "decorator" | "library" | "call" (set_grad_enabled(False)) | "global"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,16 @@ class Reachability:
     params: tuple[str, ...]  # LoRA parameters whose AccumulateGrad node the walk reached
     nodes: int
     opaque: tuple[str, ...] = ()  # node types the walk cannot see through (reentrant checkpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class GradOrigin:
+    """Where an exactly-zero or non-finite gradient was born (a re-run of the dry run's step, read from its graph)."""
+
+    kind: str  # "zero" | "nonfinite" (the backward node) | "forward-nonfinite" (the first op with a non-finite output)
+    op: str  # the torch function: "mul", "sqrt", "__truediv__", ...
+    location: str | None
+    stack: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +246,4 @@ class Trace:
     enclosing_called: tuple[str, ...] = ()  # those called at least once in the step
     enclosing_types: tuple[str, ...] = ()  # the class of each `enclosing` module
     trainable_base: TrainableBase | None = None  # base parameters left trainable under the adapters
+    origins: tuple[GradOrigin, ...] = ()  # where a zero / non-finite gradient was born (diagnose() only)

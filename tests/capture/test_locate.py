@@ -47,6 +47,61 @@ def test_a_decorated_function_is_pointed_at_by_its_decorator():
     assert finding.location.endswith(f"tests/capture/test_locate.py:{_line_of('@torch.no_grad()')}")
 
 
+def test_grad_switched_off_by_a_call_names_that_call_and_never_a_no_grad_block():
+    model = _model()
+    model.base_model.model.head.requires_grad_(True)
+    x = torch.randn(3, 4)
+
+    def step(m):
+        torch.set_grad_enabled(False)  # grad off by a call: stays off
+        hidden = m.base_model.model.encoder(x)
+        torch.set_grad_enabled(True)
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-disabled" and finding.evidence["grad_off"] == "call"
+    assert finding.location.endswith(f":{_line_of('torch.set_grad_enabled(False)  # grad off by a call')}")
+    assert "set_grad_enabled(False)" in finding.message and "under torch.no_grad()" not in finding.message
+
+
+def _switch_grad_off():
+    torch.set_grad_enabled(False)
+
+
+def test_grad_already_off_when_the_code_ran_says_so_at_the_call():
+    model = _model()
+    model.base_model.model.head.requires_grad_(True)
+    x = torch.randn(3, 4)
+
+    def step(m):
+        _switch_grad_off()
+        try:
+            hidden = m.base_model.model.encoder(x)  # grad already off here
+        finally:
+            torch.set_grad_enabled(True)
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-disabled" and finding.evidence["grad_off"] == "global"
+    assert finding.location.endswith(f":{_line_of('# grad already off here')}")
+    assert "turned off globally earlier" in finding.message and "under torch.no_grad()" not in finding.message
+
+
+def test_a_grad_off_block_is_said_to_be_one():
+    model = _model()
+    model.base_model.model.head.requires_grad_(True)
+    x = torch.randn(3, 4)
+
+    def step(m):
+        with torch.set_grad_enabled(False):
+            hidden = m.base_model.model.encoder(x)
+        return m.base_model.model.head(hidden).pow(2).mean()
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.evidence["grad_off"] == "block" and "under torch.no_grad()" in finding.message
+    assert finding.location.endswith(f":{_line_of('with torch.set_grad_enabled(False):')}")
+
+
 def test_inference_mode_is_named_as_such():
     model = _model()
     x = torch.randn(3, 4)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import listing, text
+from ...core.messages import at, join, listing, text
 from ..facts import Facts
 
 
@@ -18,10 +18,15 @@ def check_gradients(facts: Facts) -> list[Finding]:
     nonfinite = sorted(a.param for a in trace.arrivals if a.finite is False)
     if nonfinite and not trace.scaler_skipped:  # scaled gradients that overflowed: the skip is the finding
         modules = facts.modules_of(nonfinite)
+        message = text("nonfinite-grad", params=len(nonfinite), modules=listing(modules))
+        origin = next((o for o in trace.origins if o.kind in ("nonfinite", "forward-nonfinite")), None)
+        if origin is not None:
+            message = join(message, text(f"origin.{origin.kind}", op=origin.op, at=at(origin.location)))
         findings.append(make_finding(
-            Code.NONFINITE_GRAD, Severity.ERROR,
-            text("nonfinite-grad", params=len(nonfinite), modules=listing(modules)),
+            Code.NONFINITE_GRAD, Severity.ERROR, message,
             text("nonfinite-grad.fix"), modules=modules, regions=facts.regions_of(modules),
+            location=origin.location if origin else None, stack=origin.stack if origin else (),
+            evidence={"born_at": origin.op, "born_in": origin.kind} if origin else {},
         ))
     if trace.optimizer is not None:
         missing = sorted(facts.trainable - set(trace.optimizer.params))

@@ -94,8 +94,13 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
     if code is Code.GRAD_DISABLED:
         mode = "inference_mode" if cut and cut.kind is CutKind.INFERENCE_MODE else "no_grad"
         key = "grad-disabled.fed" if cut is not None and cut.downstream else "grad-disabled.ran"
+        if cut is not None and cut.how in ("call", "global"):  # no block or decorator: switched off by a call
+            key = f"grad-disabled.{cut.how}"
+            fix = text("grad-disabled.fix.global", place=place(cut.location))
+        else:
+            fix = text("grad-disabled.fix", mode=mode, place=place(cut.location if cut else None))
         message = text(key, mode=mode, **common)
-        fix = text("grad-disabled.fix", mode=mode, place=place(cut.location if cut else None))
+        evidence["grad_off"] = cut.how if cut is not None and cut.how else "block"
     elif code is Code.DETACHED:
         kind = cut.kind.value if cut and cut.kind in _DETACHING else "detach"
         message, fix = text("detached", **common), text(f"detached.fix.{kind}")

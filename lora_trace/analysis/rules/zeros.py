@@ -4,7 +4,7 @@ an error otherwise (the adapter was masked off for this batch, dropped, or multi
 from __future__ import annotations
 
 from ...core.findings import Code, Finding, Severity, make_finding
-from ...core.messages import listing, text
+from ...core.messages import at, join, listing, text
 from ..facts import Facts
 
 
@@ -62,7 +62,7 @@ def _sibling_may_be_zero(facts: Facts, param: str) -> bool:
 
 def _users(facts: Facts, param: str) -> list:
     """The layers computing with `param`: the one holding it and those sharing it."""
-    return [s for s in facts.trace.sites if s.module == facts.module_of[param] or param in s.shared]
+    return [facts.sites[facts.module_of[param]], *facts.sharers.get(param, ())]
 
 
 def _adapter(facts: Facts, param: str) -> str:
@@ -76,11 +76,15 @@ def _grad_zero(facts: Facts, zero: list[str]) -> Finding:
     causes = sorted({_cause(facts.config_of(m, a)) for m in modules for a in adapters
                      if facts.config_of(m, a) is not None} or {"masked"})
     why = text(f"why.zero.{causes[0]}", p=_dropout(facts, modules, adapters))
+    message = text("grad-zero", params=len(zero), regions=listing(facts.regions_of(modules)), why=why)
+    origin = next((o for o in facts.trace.origins if o.kind == "zero"), None)
+    if origin is not None:
+        message = join(message, text("origin.zero", op=origin.op, at=at(origin.location)))
     return make_finding(
-        Code.GRAD_ZERO, Severity.ERROR,
-        text("grad-zero", params=len(zero), regions=listing(facts.regions_of(modules)), why=why),
+        Code.GRAD_ZERO, Severity.ERROR, message,
         text(f"grad-zero.fix.{causes[0]}"), modules=modules, regions=facts.regions_of(modules), adapters=adapters,
-        evidence={"zero_params": len(zero), "causes": causes},
+        location=origin.location if origin else None, stack=origin.stack if origin else (),
+        evidence={"zero_params": len(zero), "causes": causes, **({"born_at": origin.op} if origin else {})},
     )
 
 

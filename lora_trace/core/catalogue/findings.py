@@ -17,6 +17,25 @@ FINDINGS: dict[str, dict[str, Any]] = {
     "grad-disabled.fed": {
         "en": "{what} in {regions} fed a path that ran under torch.{mode}(){at}, so no gradient came back to them.",
         "zh": "{regions} 中的 {what} 的输出经过了在 torch.{mode}() 下运行的代码{at}，梯度因此无法传回。"},
+    "grad-disabled.call": {
+        "en": "{what} in {regions} ran with grad switched off by `torch.set_grad_enabled(False)`{at} (a call, not a "
+              "`with` block, so it stays off until switched back on), so autograd recorded nothing for them and they "
+              "got no gradient.",
+        "zh": "{regions} 中的 {what} 在被 `torch.set_grad_enabled(False)`{at}关闭梯度的状态下运行（这是一次调用而不是 "
+              "`with` 块，梯度会一直保持关闭，直到重新打开），autograd 没有记录它们，因此它们没有得到梯度。"},
+    "grad-disabled.global": {
+        "en": "{what} in {regions} ran with grad already switched off when this code was called{at}: no `with "
+              "torch.no_grad()` block or decorator encloses it, so grad was turned off globally earlier (a "
+              "`torch.set_grad_enabled(False)` elsewhere, or a caller's no_grad). Autograd recorded nothing for them "
+              "and they got no gradient.",
+        "zh": "{regions} 中的 {what} 运行时梯度已被关闭{at}：没有任何 `with torch.no_grad()` 块或装饰器包住这段代码，"
+              "说明梯度早先在全局被关闭（别处的 `torch.set_grad_enabled(False)`，或调用者的 no_grad）。autograd 没有记录它们，"
+              "因此它们没有得到梯度。"},
+    "grad-disabled.fix.global": {
+        "en": "Switch grad back on before the training forward (`torch.set_grad_enabled(True)`){place}, and scope "
+              "any switch-off to what should not train: `with torch.no_grad():` around evaluation only.",
+        "zh": "在训练前向传播之前重新打开梯度（`torch.set_grad_enabled(True)`）{place}，并把关闭梯度限制在不需要训练的部分："
+              "只在评估代码外使用 `with torch.no_grad():`。"},
     "grad-disabled.fix": {
         "en": "Run the training forward with grad enabled: replace the `with torch.{mode}():`{place} by "
               "`with torch.set_grad_enabled(self.training):`, or keep {mode} for evaluation code only.",
@@ -176,6 +195,17 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "en": "Harmless. To keep the optimizer to what trains, build it from "
               "`[p for p in model.parameters() if p.requires_grad]`.",
         "zh": "无害。若要让优化器只包含需要训练的参数，请用 `[p for p in model.parameters() if p.requires_grad]` 创建它。"},
+    "origin.zero": {
+        "en": " The gradient became exactly zero at `{op}`{at}: the gradient reaching that op was non-zero, and what "
+              "it passed back towards the adapters was all zero.",
+        "zh": " 梯度在 `{op}`{at}变为全零：到达该运算的梯度不为零，而它传回适配器方向的梯度全为零。"},
+    "origin.nonfinite": {
+        "en": " The gradient became NaN/Inf at `{op}`{at}: the gradient reaching that op was finite, and what it "
+              "passed back towards the adapters was not.",
+        "zh": " 梯度在 `{op}`{at}变为 NaN/Inf：到达该运算的梯度是有限的，而它传回适配器方向的梯度不是。"},
+    "origin.forward-nonfinite": {
+        "en": " The forward pass already produced NaN/Inf at `{op}`{at}, from finite inputs.",
+        "zh": " 前向传播在 `{op}`{at}就已经由有限的输入产生了 NaN/Inf。"},
     "tuner-unsupported": {
         "en": {"one": "{tuners} adapters found ({count} layer): lora-trace does not yet reason about their "
                       "gradients, so only the configuration checks apply to them.",
