@@ -3,7 +3,9 @@
 Run (CPU, gloo, 2 processes):
     .venv/bin/torchrun --standalone --nproc-per-node 2 examples/ddp_torchrun.py --out out/ddp
 Add --diverge to make rank 1 skip the second LoRA block, as a data-dependent branch would: the report
-then names rank 1 and the LoRA parameters it produced no gradient for (`ddp-unused`).
+then names rank 1 and the LoRA parameters it produced no gradient for (`ddp-unused`). Add --late-adapter to
+make block1's adapter trainable only after DDP wrapped the model: DDP never averages its gradients, the
+replicas drift, and the gathered checksums say so (`ddp-drift`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="out/ddp")
     parser.add_argument("--diverge", action="store_true")
+    parser.add_argument("--late-adapter", action="store_true")
     args = parser.parse_args()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
     model = get_peft_model(TwoBlocks(), LoraConfig(r=2, target_modules=["block1", "block2"]))
+    late = [p for n, p in model.named_parameters() if "block1.lora_" in n] if args.late_adapter else []
+    for param in late:
+        param.requires_grad_(False)
     model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    for param in late:
+        param.requires_grad_(True)  # after wrapping: DDP does not reduce its gradient
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(rank))
 
@@ -51,7 +59,7 @@ def main() -> int:
         loss = model(x, skip_block2=args.diverge and rank == 1)
         loss.backward()
         optimizer.step()
-    everyone = ddp.gather(tracer.diagnosis)  # a collective: every rank calls it
+    everyone = ddp.gather(tracer.diagnosis, model=model)  # a collective: every rank calls it
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
         everyone.save(os.path.join(args.out, "ddp-run.json"))

@@ -80,6 +80,27 @@ def unused_findings(ranks: tuple[Diagnosis, ...]) -> tuple[Finding, ...]:
     return order_findings([finding])
 
 
+def drift_findings(ranks: tuple[Diagnosis, ...], checksums: list[list[list[float]]], wrapped: bool
+                   ) -> tuple[Finding, ...]:
+    """ddp-drift: adapter parameters whose values differ between ranks after the step (a checksum per
+    parameter, gathered explicitly): their gradients were not averaged, so the replicas drift apart."""
+    names = [p.name for s in ranks[0].trace.sites for p in s.params]
+    if not checksums or any(len(c) != len(names) for c in checksums):
+        return ()  # the ranks hold different adapters: ddp-unused and the per-rank runs say more
+    differing = sorted({names[i] for c in checksums[1:] for i, (a, b) in enumerate(zip(checksums[0], c, strict=True))
+                        if a != b})  # each entry: [sum, sum of squares] of one parameter on one rank
+    if not differing:
+        return ()
+    ranks_off = [r for r, c in enumerate(checksums) if r and c != checksums[0]]
+    modules = Facts(ranks[0].trace).modules_of(differing)
+    why = text("ddp-drift.unwrapped" if not wrapped else "ddp-drift.late")
+    finding = make_finding(Code.DDP_DRIFT, Severity.ERROR,
+                           join(text("ddp-drift", count=len(differing), ranks=ranks_off), why),
+                           text("ddp-drift.fix"), modules=modules, regions=Facts(ranks[0].trace).regions_of(modules),
+                           evidence={"params": differing, "ranks": ranks_off, "wrapped": wrapped})
+    return (finding,)
+
+
 def load_distributed(path: str | os.PathLike[str]) -> DistributedDiagnosis:
     """Read a distributed run saved by `DistributedDiagnosis.save`."""
     return from_document(read_document(path), KIND, DistributedDiagnosis, source=os.fspath(path))

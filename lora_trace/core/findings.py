@@ -32,6 +32,7 @@ class Code(str, enum.Enum):
     NONFINITE_GRAD = "nonfinite-grad"
     NO_SUPERVISED_TOKENS = "no-supervised-tokens"
     DDP_UNUSED = "ddp-unused"
+    DDP_DRIFT = "ddp-drift"
     GRAD_ZERO = "grad-zero"
     ZERO_GRAD_AT_INIT = "zero-grad-at-init"
     FROZEN_REFERENCE = "frozen-reference"
@@ -47,7 +48,7 @@ _ERROR_RANK = [
     Code.DETACHED, Code.GRAD_DISABLED, Code.CHECKPOINT_NO_GRAD, Code.LORA_BYPASSED, Code.LORA_OFF_PATH,
     Code.ADAPTER_MISSING, Code.NO_LORA_PARAMS, Code.TARGET_UNMATCHED, Code.ADAPTER_INACTIVE, Code.LORA_FROZEN,
     Code.NO_SUPERVISED_TOKENS, Code.NONFINITE_GRAD, Code.GRAD_ZERO, Code.NOT_IN_OPTIMIZER, Code.NOT_UPDATED,
-    Code.DDP_UNUSED, Code.LOSS_NO_GRAD,
+    Code.DDP_UNUSED, Code.DDP_DRIFT, Code.LOSS_NO_GRAD,
 ]
 _CAUSES_WITH_A_LINE = {Code.DETACHED, Code.GRAD_DISABLED, Code.LORA_BYPASSED}
 _SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}

@@ -16,16 +16,18 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..analysis.distributed import DistributedDiagnosis, load_distributed, unused_findings
-from ..core.findings import Diagnosis
+from ..analysis.distributed import DistributedDiagnosis, drift_findings, load_distributed, unused_findings
+from ..core.findings import Diagnosis, order_findings
 from ..core.serialize import diagnosis_from_dict, diagnosis_to_dict
 
 DEFAULT_TIMEOUT = datetime.timedelta(seconds=120)
 
 
-def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedelta = DEFAULT_TIMEOUT
-           ) -> DistributedDiagnosis:
-    """All-gather every rank's run (a collective: call it on every rank) and find what differs."""
+def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+           model: Any = None) -> DistributedDiagnosis:
+    """All-gather every rank's run (a collective: call it on every rank) and find what differs. With `model`
+    (the model as trained, wrapped or not), also a checksum of every adapter parameter: values that differ
+    between ranks after the step are `ddp-drift` (gradients not averaged)."""
     if not dist.is_available() or not dist.is_initialized():
         return DistributedDiagnosis((diagnosis,), ())
     payload = json.dumps(diagnosis_to_dict(diagnosis), allow_nan=False).encode("utf-8")
@@ -42,7 +44,41 @@ def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedel
     ranks = tuple(diagnosis_from_dict(json.loads(bytes(b[: int(s.item())].cpu().tolist()).decode("utf-8")),
                                       source=f"rank {rank}")
                   for rank, (b, s) in enumerate(zip(buffers, sizes, strict=True)))
-    return DistributedDiagnosis(ranks, unused_findings(ranks))
+    findings = unused_findings(ranks)
+    if model is not None:
+        checksums = _gather_checksums(model, device, world, group, timeout)
+        findings = order_findings([*findings, *drift_findings(ranks, checksums, _wrapped(model))])
+    return DistributedDiagnosis(ranks, findings)
+
+
+def _gather_checksums(model: Any, device: torch.device, world: int, group: Any, timeout: datetime.timedelta
+                      ) -> list[list[list[float]]]:
+    """Each rank's (sum, sum of squares) per adapter parameter, in discovery order; [] when the ranks hold
+    different numbers of adapter parameters."""
+    from ..capture.discovery import discover
+
+    params = [p for _, p in discover(model).lora_params()]
+    with torch.no_grad():
+        mine = torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in params]).to(device) \
+            if params else torch.zeros(0, 2, dtype=torch.float64, device=device)
+    count = torch.tensor([len(params)], dtype=torch.int64, device=device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    _wait(dist.all_gather(counts, count, group=group, async_op=True), timeout, "adapter counts")
+    if any(int(c.item()) != len(params) for c in counts):
+        return []
+    sums = [torch.zeros_like(mine) for _ in range(world)]
+    _wait(dist.all_gather(sums, mine, group=group, async_op=True), timeout, "adapter checksums")
+    return [s.cpu().tolist() for s in sums]
+
+
+def _wrapped(model: Any) -> bool:
+    """DDP / DataParallel around it, or FSDP (its own class, or parameters sharded as DTensors)."""
+    if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        return True
+    name = type(model).__name__
+    if name.startswith("FSDP") or name == "FullyShardedDataParallel":  # fully_shard's FSDP<cls>, or FSDP1
+        return True
+    return any(hasattr(p, "to_local") for p in model.parameters())
 
 
 def _device(group: Any) -> torch.device:

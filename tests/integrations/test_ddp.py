@@ -38,3 +38,13 @@ def test_two_ranks_gathered(tmp_path, diverge):
         assert "lora-bypassed" in rank1
     else:
         assert codes == [] and "different LoRA path" not in result.stdout
+
+
+def test_an_adapter_made_trainable_after_wrapping_drifts_and_the_checksums_say_so(tmp_path):
+    result = _torchrun(tmp_path, "--late-adapter")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "ddp-run.json").read_text())
+    drift = [f for f in data["findings"] if f["code"] == "ddp-drift"]
+    assert len(drift) == 1 and drift[0]["evidence"]["ranks"] == [1] and drift[0]["evidence"]["wrapped"] is True
+    # lora_A's first gradient is exactly zero (lora_B starts at zero): it moves alike on both ranks; lora_B drifts
+    assert drift[0]["evidence"]["params"] == ["base_model.model.block1.lora_B.default.weight"]

@@ -206,6 +206,26 @@ FINDINGS: dict[str, dict[str, Any]] = {
     "origin.forward-nonfinite": {
         "en": " The forward pass already produced NaN/Inf at `{op}`{at}, from finite inputs.",
         "zh": " 前向传播在 `{op}`{at}就已经由有限的输入产生了 NaN/Inf。"},
+    "ddp-drift": {
+        "en": {"one": "{count} adapter parameter holds different values on ranks {ranks} than on rank 0 after the "
+                      "step: its gradient is not averaged across ranks, so the replicas drift apart.",
+               "other": "{count} adapter parameters hold different values on ranks {ranks} than on rank 0 after the "
+                        "step: their gradients are not averaged across ranks, so the replicas drift apart."},
+        "zh": "本步之后，有 {count} 个适配器参数在 rank {ranks} 上的值与 rank 0 不同：它们的梯度没有在各 rank 之间平均，"
+              "各副本因此逐渐分离。"},
+    "ddp-drift.late": {
+        "en": " The model is wrapped, so these parameters were added or made trainable after wrapping: DDP only "
+              "reduces the parameters that required grad when it was built.",
+        "zh": " 模型已被包装，因此这些参数是在包装之后才加入或设为可训练的：DDP 只对构造时需要梯度的参数做归约。"},
+    "ddp-drift.unwrapped": {
+        "en": " The model given is not wrapped in DDP or FSDP although a process group runs: nothing averages its "
+              "gradients.",
+        "zh": " 虽然进程组在运行，但传入的模型没有被 DDP 或 FSDP 包装：没有任何东西平均它的梯度。"},
+    "ddp-drift.fix": {
+        "en": "Apply get_peft_model and every requires_grad change before wrapping the model in "
+              "DistributedDataParallel (or accelerator.prepare), and build the optimizer after wrapping.",
+        "zh": "在用 DistributedDataParallel（或 accelerator.prepare）包装模型之前完成 get_peft_model 和所有 requires_grad "
+              "修改，并在包装之后创建优化器。"},
     "tuner-unsupported": {
         "en": {"one": "{tuners} adapters found ({count} layer): lora-trace does not yet reason about their "
                       "gradients, so only the configuration checks apply to them.",
