@@ -67,7 +67,10 @@ def _with_origins(model: nn.Module, step: Callable[[nn.Module], Any], diagnosis:
     for kind in wanted:
         affected = {a.param for a in diagnosis.trace.arrivals if (a.zero if kind == "zero" else a.finite is False)}
         saved.restore()
-        origin = find_origin(model, step, params, kind, affected, saved.before_write)
+        try:
+            origin = find_origin(model, step, params, kind, affected, saved.before_write)
+        except Exception:  # noqa: BLE001 - the re-run only adds evidence: a step that cannot run twice (an
+            origin = None  # exhausted iterator) keeps the first run's diagnosis, which stands on its own
         if origin is not None:
             origins.append(origin)
     if not origins:

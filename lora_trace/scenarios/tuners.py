@@ -112,7 +112,8 @@ def tuner_model(tuner: str, *, fault: str = "none", seed: int = 0) -> Scenario:
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad] or [nn.Parameter(torch.zeros(1))],
                                 lr=0.1)
     grad_params = _gradients(model, ids, adapter)
-    truth = Truth(frozenset(adapter), grad_params, frozenset({""}), _expected(fault))
+    starves = fault == "frozen" or grad_params != frozenset(adapter)  # a cut may starve nothing (one shared param)
+    truth = Truth(frozenset(adapter), grad_params, frozenset({""}), _expected(fault) if starves else ())
     return Scenario(f"{tuner}/{fault}", model, lambda m: m(ids), optimizer, truth, {"tuner": tuner, "fault": fault})
 
 

@@ -79,3 +79,14 @@ def test_a_zero_that_comes_from_a_zero_input_names_no_op():
     x = torch.randn(3, 4)
     finding = lora_trace.diagnose(model, lambda m: m(x).pow(2).sum()).findings[0]
     assert finding.code == "grad-zero" and "born_at" not in finding.evidence and finding.location is None
+
+
+def test_a_step_that_cannot_run_twice_keeps_the_first_diagnosis():
+    model, x = _model()
+    batches = iter([x])
+
+    def step(m):
+        return (m(next(batches)) * torch.zeros(3, 1)).sum() + x.sum()  # raises StopIteration the second time
+
+    finding = lora_trace.diagnose(model, step).findings[0]
+    assert finding.code == "grad-zero" and finding.location is None

@@ -13,11 +13,23 @@ EXAMPLE = ROOT / "examples" / "ddp_torchrun.py"
 
 
 def _torchrun(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
+    """One 2-rank launch (about 6 s). A launch that hangs before the script's own bounded collectives (seen
+    three times in some hundred runs on these VMs, never reproduced by hand) is retried once, its output kept
+    in a warning so that a real hang in lora-trace would still show up twice and fail."""
+    import warnings
+
     torchrun = pathlib.Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pathlib.Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on loopback only: no guess among the VM's interfaces
     env.pop("TORCH_DISTRIBUTED_DEBUG", None)  # DETAIL segfaults in the DDP constructor on this CPU build
-    return subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(EXAMPLE), "--out", str(out),
-                           *extra], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", str(EXAMPLE), "--out", str(out), *extra]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired as hung:
+        warnings.warn(f"torchrun launch hung for 150 s, retrying once; its output: {hung.stdout!r} {hung.stderr!r}",
+                      stacklevel=2)
+        return subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=ROOT, env=env)
 
 
 @pytest.mark.parametrize("diverge", [True, False])
