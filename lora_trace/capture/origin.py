@@ -50,23 +50,25 @@ class _Watch(TorchFunctionMode):
             with torch._C.DisableTorchFunction():
                 self.before_write(args[0])  # the dry run keeps what the re-run overwrites, as in the first run
         result = func(*args, **kwargs)
-        if not isinstance(result, torch.Tensor) or not result.requires_grad or result.is_leaf:
+        outputs = [t for t in tree_flatten(result)[0]  # a tensor, or several (split, chunk, max with indices)
+                   if isinstance(t, torch.Tensor) and t.requires_grad and not t.is_leaf]
+        if not outputs:
             return result
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         inputs = [self.index_of[id(t)] for t in tensors if id(t) in self.index_of]
         if not inputs and not any(id(t) in self.adapter_params for t in tensors):
             return result  # not on a path from the adapters
+        site = locate.call_site(1)
         with torch._C.DisableTorchFunction():
-            finite = bool(torch.isfinite(result).all()) if result.is_floating_point() else True
-            inputs_finite = all(bool(torch.isfinite(t).all()) for t in tensors
-                                if t.is_floating_point() and t.device.type != "meta")
-            zero = not bool(torch.count_nonzero(result))
-        op = _Op(getattr(func, "__name__", repr(func)), locate.call_site(1), inputs, None, finite, inputs_finite, zero)
-        index = len(self.ops)
-        self.ops.append(op)
-        self.keep.append(result)
-        self.index_of[id(result)] = index
-        result.register_hook(lambda grad, op=op: self._grad(op, grad))
+            inputs_finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+            for output in outputs:
+                finite = bool(torch.isfinite(output).all()) if output.is_floating_point() else True
+                op = _Op(getattr(func, "__name__", repr(func)), site, inputs, None, finite, inputs_finite,
+                         not bool(torch.count_nonzero(output)))
+                self.index_of[id(output)] = len(self.ops)
+                self.ops.append(op)
+                self.keep.append(output)
+                output.register_hook(lambda grad, op=op: self._grad(op, grad))
         return result
 
     @staticmethod
