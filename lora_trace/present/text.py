@@ -44,6 +44,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
     lines = [title, "=" * len(title)]
     if not trace.complete:
         lines.append(say("raised", error=trace.error))
+    if diagnosis.steps:
+        lines.append(say("steps", count=len(diagnosis.steps)))
 
     eval_mode = next((f.modules for f in diagnosis.findings if f.code == "eval-mode"), ())
     for number, (name, verdict, evidence) in enumerate(_steps(trace, facts, codes, say, eval_mode), 1):
@@ -133,6 +135,8 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
         zero = sum(1 for p in facts.got_grad if arrivals.get(p) and arrivals[p].zero)
         step6 = [say("s6.count", got=len(facts.got_grad & facts.trainable), trainable=len(facts.trainable),
                                         zero=zero, none=len(facts.starved))]
+        if facts.skipped:
+            step6.append(say("s6.skipped", count=len(facts.skipped)))
         if not trace.backward:
             step6.append(say("s6.walk"))
         steps.append((say("s6"), "FAIL" if facts.starved else "ok", step6))

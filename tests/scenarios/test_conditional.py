@@ -21,6 +21,8 @@ def test_one_step_is_no_error_and_the_skip_is_named_with_its_evidence(kind, brok
     held = {p for s in diagnosis.trace.sites if s.module in skipped[0].modules for p in s.trainable_params}
     assert starved == held  # every adapter without a gradient is one the model skipped, and only those
     assert skipped[0].evidence["ran"] and skipped[0].evidence["skipped"]
+    report = diagnosis.report()
+    assert f"{len(starved)} more belong to layers the model itself skipped" in report and "[FAIL] Step 6" not in report
 
 
 @pytest.mark.parametrize(("kind", "broken"), CASES)
@@ -31,6 +33,7 @@ def test_across_steps_the_broken_twin_is_an_error_and_the_healthy_one_is_not(kin
     got = set().union(*({a.param for a in trace.arrivals} for trace in diagnosis.steps))
     assert got == scenario.truth.grad_params
     assert diagnosis.codes("error") == scenario.truth.error_codes, diagnosis.report()
+    assert f"Judged across {STEPS} steps" in diagnosis.report()
     if broken:
         finding = diagnosis.root_cause
         starved = scenario.truth.lora_params - scenario.truth.grad_params
