@@ -22,9 +22,11 @@ class Skip:
 
 def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, Skip]:
     """Adapter layer -> how the model skipped it, for each adapter layer that did not run by the model's choice."""
-    if trace.enclosing is None:
-        return {}  # a run saved before this evidence was recorded
+    if trace.enclosing is None or "note.compiled" in trace.notes:
+        return {}  # a run saved before this evidence existed; compiled code may run a module without its hooks
     watched, called = set(trace.enclosing), set(trace.enclosing_called)
+    if not calls and not called - {""}:
+        return {}  # no module inside the model was seen running: the hooks saw nothing, so they prove no skip
     ran = called | set(calls) | set(trace.regions_run)
     inside_ran = {r[:i] for r in ran for i, c in enumerate(r) if c == "."}  # every module something ran inside
     direct = {m for c in trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
@@ -38,8 +40,9 @@ def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, S
             continue  # nothing around it ran: the step went around the model
         inside = chain[:chain.index(enclosing)]
         skipped = inside[-1] if inside else site.module
-        if skipped == site.module and (not trace.deep or site.module in direct):
-            continue  # its parent ran and it did not: only deep mode can tell a skip from a direct weight use
+        if site.module in direct or (skipped == site.module and not trace.deep):
+            continue  # its base weight was used around it; or its parent ran and it did not, which only deep mode
+            # (watching weight uses) can tell from a skip
         if skipped in inside_ran:
             continue  # something inside ran without it: the path went around it
         skips[site.module] = Skip(skipped, enclosing)

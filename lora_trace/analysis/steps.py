@@ -32,8 +32,9 @@ def _skips_across(facts: list[Facts]) -> list[Finding]:
     if not skipped_some:
         return []
     last = facts[-1]
-    never = sorted(m for m in skipped_some if not any(p in got for p in last.sites[m].trainable_params))
-    learned = sorted(skipped_some - set(never))
+    never = sorted(m for m in skipped_some if all(m in f.skips for f in facts)  # skipped on every step
+                   and not any(p in got for p in last.sites[m].trainable_params))
+    learned = sorted(m for m in skipped_some - set(never) if any(p in got for p in last.sites[m].trainable_params))
     findings = []
     if never:
         findings.append(_never_ran(facts, never))

@@ -54,21 +54,24 @@ def _with_origins(model: nn.Module, step: Callable[[nn.Module], Any], diagnosis:
                   saved: SavedState) -> Diagnosis:
     """For grad-zero / nonfinite-grad: re-run the step from the same state and name the node where the zero
     or the non-finite value was born (capture/origin.py)."""
-    codes = set(diagnosis.codes("error"))
-    wanted = [kind for code, kind in (("grad-zero", "zero"), ("nonfinite-grad", "nonfinite")) if code in codes]
-    if not wanted:
-        return diagnosis
+    findings = {f.code: f for f in diagnosis.findings if f.severity == "error"}
+    wanted = [(kind, findings[code]) for code, kind in (("grad-zero", "zero"), ("nonfinite-grad", "nonfinite"))
+              if code in findings]
+    if not wanted or (torch.distributed.is_available() and torch.distributed.is_initialized()
+                      and torch.distributed.get_world_size() > 1):
+        return diagnosis  # a re-run on some ranks only would start collectives the others never join
     from ..analysis import diagnose_trace
     from .discovery import discover
     from .origin import find_origin
 
     params = dict(discover(model).lora_params())
     origins = []
-    for kind in wanted:
-        affected = {a.param for a in diagnosis.trace.arrivals if (a.zero if kind == "zero" else a.finite is False)}
+    for kind, finding in wanted:
+        seen = {a.param for a in diagnosis.trace.arrivals if (a.zero if kind == "zero" else a.finite is False)}
+        held = {p.name for s in diagnosis.trace.sites if s.module in finding.modules for p in s.params}
         saved.restore()
         try:
-            origin = find_origin(model, step, params, kind, affected, saved.before_write)
+            origin = find_origin(model, step, params, kind, seen, seen & held, saved.before_write)
         except Exception:  # noqa: BLE001 - the re-run only adds evidence: a step that cannot run twice (an
             origin = None  # exhausted iterator) keeps the first run's diagnosis, which stands on its own
         if origin is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import linecache
 import os
 import re
 import sys
@@ -95,7 +96,8 @@ def _site(frames: list[FrameType], location: str | None, *, keep_library: bool =
 class GradOffSite(Site):
     checkpoint_inputs: tuple[bool, ...] | None = None  # set when grad is off inside a reentrant checkpoint
     how: str = "block"  # "block" | "decorator" | "library" (a library's own no_grad) | "call" (a
-    # `torch.set_grad_enabled(False)` statement earlier in the function) | "global" (off before this code ran)
+    # `torch.set_grad_enabled(False)` statement earlier in the function) | "global" (off before this code ran) |
+    # "unknown" (no source to read: a notebook cell that linecache lost, a compiled file)
 
 
 def grad_off_site(depth: int = 1) -> GradOffSite:
@@ -123,14 +125,15 @@ def grad_off_site(depth: int = 1) -> GradOffSite:
     if in_library:
         site = _site(frames, None, keep_library=True)
         return GradOffSite(site.location, site.stack, how="library")
-    for frame in frames:  # no block or decorator anywhere: grad was switched off by a plain call, or before
-        if not is_library_file(frame.f_code.co_filename) and not _is_own(frame.f_code.co_filename):
-            line = _set_grad_call(frame.f_code.co_filename, frame.f_lineno)
-            if line is not None:
-                site = _site(frames, format_location(frame.f_code.co_filename, line), keep_library=False)
-                return GradOffSite(site.location, site.stack, how="call")
+    user = [f for f in frames if not is_library_file(f.f_code.co_filename) and not _is_own(f.f_code.co_filename)]
+    for frame in user:  # no block or decorator anywhere: grad was switched off by a plain call, or before
+        line = _set_grad_call(frame.f_code.co_filename, frame.f_lineno)
+        if line is not None:
+            site = _site(frames, format_location(frame.f_code.co_filename, line), keep_library=False)
+            return GradOffSite(site.location, site.stack, how="call")
     site = _site(frames, None, keep_library=False)
-    return GradOffSite(site.location, site.stack, how="global")
+    unreadable = any(_parse(f.f_code.co_filename) is None for f in user)  # no source: nothing can be ruled out
+    return GradOffSite(site.location, site.stack, how="unknown" if unreadable else "global")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -176,10 +179,13 @@ def _is_grad_off_call(call: ast.Call) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _parse(filename: str) -> ast.AST | None:
+    """The file's syntax tree, read through linecache (it also holds Jupyter cells); None when unreadable."""
+    lines = linecache.getlines(filename)
+    if not lines:
+        return None
     try:
-        with open(filename, encoding="utf-8") as handle:
-            return ast.parse(handle.read(), filename)
-    except (OSError, SyntaxError, ValueError):
+        return ast.parse("".join(lines), filename)
+    except (SyntaxError, ValueError):
         return None
 
 

@@ -33,12 +33,15 @@ class _Op:
     forward_finite: bool = True
     inputs_finite: bool = True
     forward_zero: bool = False  # its output is all zero
+    affected: bool = False  # derived from a parameter the finding is about (not from a healthy layer)
 
 
 class _Watch(TorchFunctionMode):
-    def __init__(self, adapter_params: set[int], before_write: Callable[[Any], None] | None) -> None:
+    def __init__(self, adapter_params: set[int], affected: set[int], before_write: Callable[[Any], None] | None
+                 ) -> None:
         super().__init__()
         self.adapter_params = adapter_params
+        self.affected = affected
         self.before_write = before_write
         self.ops: list[_Op] = []
         self.keep: list[torch.Tensor] = []  # outputs alive while the run lasts: their ids stay unique
@@ -59,12 +62,13 @@ class _Watch(TorchFunctionMode):
         if not inputs and not any(id(t) in self.adapter_params for t in tensors):
             return result  # not on a path from the adapters
         site = locate.call_site(1)
+        affected = any(self.ops[i].affected for i in inputs) or any(id(t) in self.affected for t in tensors)
         with torch._C.DisableTorchFunction():
             inputs_finite = all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
             for output in outputs:
                 finite = bool(torch.isfinite(output).all()) if output.is_floating_point() else True
                 op = _Op(getattr(func, "__name__", repr(func)), site, inputs, None, finite, inputs_finite,
-                         not bool(torch.count_nonzero(output)))
+                         not bool(torch.count_nonzero(output)), affected)
                 self.index_of[id(output)] = len(self.ops)
                 self.ops.append(op)
                 self.keep.append(output)
@@ -83,13 +87,15 @@ class _Watch(TorchFunctionMode):
 
 
 def find_origin(model: torch.nn.Module, step: Callable[[torch.nn.Module], Any], params: dict[str, torch.nn.Parameter],
-                kind: str, affected: set[str], before_write: Callable[[Any], None] | None = None) -> GradOrigin | None:
+                kind: str, seen: set[str], about: set[str], before_write: Callable[[Any], None] | None = None
+                ) -> GradOrigin | None:
     """Re-run `step` (state already restored by the caller) and name where `kind` ("zero" | "nonfinite") was
-    born for the `affected` parameters; None when the re-run does not reproduce them, or the graph shows no
-    such node (a zero that comes from a zero input, not from the gradient)."""
+    born on the paths from the `about` parameters (those the finding is about, not zeros that initialisation
+    explains); None when the re-run does not reproduce the first run's `seen` set, or the graph shows no such
+    node (a zero that comes from a zero input, not from the gradient)."""
     from .losses import find_loss
 
-    watch = _Watch({id(p) for p in params.values()}, before_write)
+    watch = _Watch({id(p) for p in params.values()}, {id(params[n]) for n in about if n in params}, before_write)
     for param in params.values():
         param.grad = None
     with watch:
@@ -98,17 +104,17 @@ def find_origin(model: torch.nn.Module, step: Callable[[torch.nn.Module], Any], 
         return None
     if all(p.grad is None for p in params.values()):  # a step that runs its own backward has run it
         (loss if loss.numel() == 1 else loss.sum()).backward()
-    if _affected(params, kind) != affected:
+    if _affected(params, kind) != seen:
         return None  # the step did something else this time (another batch): no claim
     ops = watch.ops
     if kind == "nonfinite":
-        born = next((op for op in ops if not op.forward_finite and op.inputs_finite), None)
+        born = next((op for op in ops if op.affected and not op.forward_finite and op.inputs_finite), None)
         if born is not None:
             return GradOrigin("forward-nonfinite", born.name, born.site.location, born.site.stack)
     bad = "nonfinite" if kind == "nonfinite" else "zero"
     for index in range(len(ops) - 1, -1, -1):  # backward order: the op nearest the loss first
         op = ops[index]
-        if op.grad == "ok" and any(ops[i].grad == bad for i in op.inputs):
+        if op.grad == "ok" and any(ops[i].grad == bad and ops[i].affected for i in op.inputs):
             if bad == "zero":
                 op = ops[_zeroed_by(ops, index)]
             return GradOrigin(bad, op.name, op.site.location, op.site.stack)

@@ -119,12 +119,12 @@ def trainable_base(tuners: dict[str, nn.Module], below: dict[str, Named], adapte
     count, values, examples = 0, 0, []
     for prefix, tuner in tuners.items():
         biases = any(getattr(c, "bias", "none") not in ("none", None) for c in tuner.peft_config.values())
-        wrapped: list[str] = []
+        inside: str | None = None  # the wrapper being walked: named_modules() lists its sub-modules right after it
         for name, module in below[prefix]:
-            if any(name.startswith(w) for w in wrapped):
+            if inside is not None and name.startswith(inside):
                 continue
             if isinstance(module, AuxiliaryTrainingWrapper):
-                wrapped.append(name + ".")
+                inside = name + "."
                 continue
             for local, param in module._parameters.items():
                 if param is None or not param.requires_grad or id(param) in adapters or (biases and local == "bias"):

@@ -109,7 +109,8 @@ class Cut:
     modules: tuple[str, ...] = ()  # LoRA modules concerned
     count: int = 1
     downstream: bool = False  # seen on the path after the LoRA layers (an op on their output), not around them
-    how: str = ""  # grad off: "block" | "decorator" | "library" | "call" (set_grad_enabled(False)) | "global"
+    how: str = ""  # grad off: "block" | "decorator" | "library" | "call" (set_grad_enabled(False)) | "global" |
+    # "unknown" (the source could not be read)
 
 
 @dataclass(frozen=True, slots=True)

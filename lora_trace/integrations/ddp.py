@@ -45,7 +45,7 @@ def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedel
                                       source=f"rank {rank}")
                   for rank, (b, s) in enumerate(zip(buffers, sizes, strict=True)))
     findings = unused_findings(ranks)
-    if model is not None:
+    if model is not None and not _sharded(model):  # FSDP holds one copy, sharded: nothing to drift apart
         checksums = _gather_checksums(model, device, world, group, timeout)
         findings = order_findings([*findings, *drift_findings(ranks, checksums, _wrapped(model))])
     return DistributedDiagnosis(ranks, findings)
@@ -69,6 +69,13 @@ def _gather_checksums(model: Any, device: torch.device, world: int, group: Any, 
     sums = [torch.zeros_like(mine) for _ in range(world)]
     _wait(dist.all_gather(sums, mine, group=group, async_op=True), timeout, "adapter checksums")
     return [s.cpu().tolist() for s in sums]
+
+
+def _sharded(model: Any) -> bool:
+    """FSDP (FSDP1's flat parameters, or FSDP2's DTensors): each rank holds its shard, not a replica."""
+    module = getattr(model, "module", model)
+    return type(model).__name__ == "FullyShardedDataParallel" or any(
+        hasattr(p, "to_local") for p in module.parameters())
 
 
 def _wrapped(model: Any) -> bool:

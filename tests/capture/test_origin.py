@@ -90,3 +90,24 @@ def test_a_step_that_cannot_run_twice_keeps_the_first_diagnosis():
 
     finding = lora_trace.diagnose(model, step).findings[0]
     assert finding.code == "grad-zero" and finding.location is None
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.l1(x) * 0 + self.l2(x)  # l1 zeroed; l2 healthy
+
+
+def test_a_healthy_layer_at_initialisation_beside_the_zeroed_one_is_not_named():
+    """Found in review: at initialisation every healthy layer's lora_B linear also passes back a zero (to lora_A),
+    so only the paths from the parameters the finding is about are searched."""
+    torch.manual_seed(0)
+    model = get_peft_model(_TwoBranches(), LoraConfig(r=2, target_modules=["l1", "l2"]))
+    x = torch.randn(3, 4)
+    finding = next(f for f in lora_trace.diagnose(model, lambda m: m(x).pow(2).mean()).findings
+                   if f.code == "grad-zero")
+    assert finding.evidence["born_at"] == "mul"
+    assert finding.location.endswith(f"test_origin.py:{_line_of('# l1 zeroed; l2 healthy')}")

@@ -54,10 +54,12 @@ def _skipped(facts: Facts) -> list[Finding]:
     modules = tuple(sorted(skips))
     skipped = sorted({s.skipped for s in skips.values()})
     enclosing = sorted({s.enclosing for s in skips.values()})
+    message = text("skipped-by-model", count=len(modules), total=len(facts.trace.sites), skipped=listing(skipped),
+                   enclosing=listing(enclosing, empty=text("model.root")))
+    if not facts.trace.deep:  # weight uses are watched in deep mode only: say what this evidence cannot exclude
+        message = join(message, text("skipped-by-model.default-mode"))
     return [make_finding(
-        Code.SKIPPED_BY_MODEL, Severity.INFO,
-        text("skipped-by-model", count=len(modules), total=len(facts.trace.sites), skipped=listing(skipped),
-             enclosing=listing(enclosing, empty=text("model.root"))),
+        Code.SKIPPED_BY_MODEL, Severity.INFO, message,
         text("skipped-by-model.fix"), modules=modules, regions=facts.regions_of(modules),
         evidence={"skipped": skipped, "ran": enclosing})]
 
@@ -97,6 +99,9 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         if cut is not None and cut.how in ("call", "global"):  # no block or decorator: switched off by a call
             key = f"grad-disabled.{cut.how}"
             fix = text("grad-disabled.fix.global", place=place(cut.location))
+        elif cut is not None and cut.how == "library" and not cut.downstream:
+            key = "grad-disabled.library"
+            fix = text("grad-disabled.fix.library", place=place(cut.location))
         else:
             fix = text("grad-disabled.fix", mode=mode, place=place(cut.location if cut else None))
         message = text(key, mode=mode, **common)

@@ -31,6 +31,17 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "{regions} 中的 {what} 运行时梯度已被关闭{at}：没有任何 `with torch.no_grad()` 块或装饰器包住这段代码，"
               "说明梯度早先在全局被关闭（别处的 `torch.set_grad_enabled(False)`，或调用者的 no_grad）。autograd 没有记录它们，"
               "因此它们没有得到梯度。"},
+    "grad-disabled.library": {
+        "en": "{what} in {regions} ran with grad disabled inside library code called{at}: the library turns grad off "
+              "itself (a generate() or an evaluation helper decorated with no_grad), so autograd recorded nothing for "
+              "them and they got no gradient.",
+        "zh": "{regions} 中的 {what} 在{at}调用的库代码内部以禁用梯度的方式运行：库自己关闭了梯度（例如用 no_grad 装饰的 "
+              "generate() 或评估函数），autograd 没有记录它们，因此它们没有得到梯度。"},
+    "grad-disabled.fix.library": {
+        "en": "Run the training forward through the model's own forward (or the library's training entry point) "
+              "instead of that library function{place}; keep the grad-free function for evaluation and generation.",
+        "zh": "训练时请通过模型自身的 forward（或库的训练入口）运行前向传播，而不是{place}的那个库函数；"
+              "不需要梯度的函数只用于评估和生成。"},
     "grad-disabled.fix.global": {
         "en": "Switch grad back on before the training forward (`torch.set_grad_enabled(True)`){place}, and scope "
               "any switch-off to what should not train: `with torch.no_grad():` around evaluation only.",
@@ -123,6 +134,11 @@ FINDINGS: dict[str, dict[str, Any]] = {
                         "a batch without that input), not a cut: these layers learn on the steps that run them."},
         "zh": "本步中 {total} 个适配器层里有 {count} 个被模型自身跳过：{enclosing} 运行了，但 {skipped} 没有被调用。"
               "这是模型自己的控制流（路由、层丢弃、批次中缺少该输入），不是梯度被切断：这些层会在运行它们的步骤中学习。"},
+    "skipped-by-model.default-mode": {
+        "en": " The default mode does not watch weight uses: code that used these layers' base weights directly "
+              "would look the same. lora_trace.diagnose() or trace(..., deep=True) tells the two apart.",
+        "zh": " 默认模式不监视权重的使用：直接使用这些层基础权重的代码看起来也会一样。"
+              "lora_trace.diagnose() 或 trace(..., deep=True) 可以区分两者。"},
     "skipped-by-model.fix": {
         "en": "Nothing to fix for one step. To check that every adapter learns over a run, judge several steps: "
               "`lora_trace.diagnose(model, step, steps=8)`.",
@@ -214,9 +230,11 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "本步之后，有 {count} 个适配器参数在 rank {ranks} 上的值与 rank 0 不同：它们的梯度没有在各 rank 之间平均，"
               "各副本因此逐渐分离。"},
     "ddp-drift.late": {
-        "en": " The model is wrapped, so these parameters were added or made trainable after wrapping: DDP only "
-              "reduces the parameters that required grad when it was built.",
-        "zh": " 模型已被包装，因此这些参数是在包装之后才加入或设为可训练的：DDP 只对构造时需要梯度的参数做归约。"},
+        "en": " The model is wrapped, so most likely these parameters were added or made trainable after wrapping "
+              "(DDP reduces only the parameters that required grad when it was built); an optimizer step inside "
+              "no_sync(), or a per-rank re-initialisation after wrapping, shows the same.",
+        "zh": " 模型已被包装，因此最可能是这些参数在包装之后才加入或设为可训练的（DDP 只对构造时需要梯度的参数做归约）；"
+              "在 no_sync() 内执行优化器更新，或在包装后按 rank 重新初始化，也会表现相同。"},
     "ddp-drift.unwrapped": {
         "en": " The model given is not wrapped in DDP or FSDP although a process group runs: nothing averages its "
               "gradients.",
