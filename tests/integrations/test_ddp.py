@@ -13,9 +13,10 @@ EXAMPLE = ROOT / "examples" / "ddp_torchrun.py"
 
 
 def _torchrun(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
-    """One 2-rank launch (about 6 s). A launch that hangs before the script's own bounded collectives (seen
-    three times in some hundred runs on these VMs, never reproduced by hand) is retried once, its output kept
-    in a warning so that a real hang in lora-trace would still show up twice and fail."""
+    """One 2-rank launch (about 6 s). Now and then a launch hangs after the script has done its work and
+    printed the gathered report (so in the final barrier / gloo teardown / torchrun's exit, not in lora-trace's
+    bounded collectives: seen 4 times today in some 40 launches, never by hand): it is retried once, its output
+    kept in a warning, so that a real hang in lora-trace would still show up twice and fail."""
     import warnings
 
     torchrun = pathlib.Path(sys.executable).with_name("torchrun")
