@@ -104,7 +104,7 @@ def find_origin(model: torch.nn.Module, step: Callable[[torch.nn.Module], Any], 
         return None
     if all(p.grad is None for p in params.values()):  # a step that runs its own backward has run it
         (loss if loss.numel() == 1 else loss.sum()).backward()
-    if _affected(params, kind) != seen:
+    if _seen(params, kind) != seen:
         return None  # the step did something else this time (another batch): no claim
     ops = watch.ops
     if kind == "nonfinite":
@@ -131,7 +131,7 @@ def _zeroed_by(ops: list[_Op], index: int) -> int:
         index = zero[0]
 
 
-def _affected(params: dict[str, torch.nn.Parameter], kind: str) -> set[str]:
+def _seen(params: dict[str, torch.nn.Parameter], kind: str) -> set[str]:
     with torch.no_grad():
         if kind == "zero":
             return {n for n, p in params.items() if p.grad is not None and not bool(torch.count_nonzero(p.grad))}

@@ -36,26 +36,13 @@ def conditional_model(kind: str, *, broken: bool = False, steps: int = STEPS, se
     torch.manual_seed(seed)
     with quiet_transformers():
         model, batches, call = _BUILDERS[kind](broken, steps, seed)
-    adapter = {n: p for n, p in model.named_parameters() if p.requires_grad and _is_adapter(model, n)}
+    adapter = {n: p for n, p in model.named_parameters() if p.requires_grad}  # get_peft_model froze the rest
     grad_params = _gradients_over_steps(model, batches, call, seed, adapter)
     expected = (ExpectedFinding("lora-bypassed", "error", ()),) if broken else ()
     truth = Truth(frozenset(adapter), grad_params, frozenset(), expected)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     return Scenario(f"{kind}/{'broken' if broken else 'healthy'}", model, _cycling(batches, call, seed), optimizer,
                     truth, {"kind": kind, "broken": broken, "steps": steps})
-
-
-def _is_adapter(model: nn.Module, name: str) -> bool:
-    """Whether a parameter belongs to a PEFT tuner layer's adapter containers (PEFT's own naming table)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    module_name, _, _ = name.rpartition(".")
-    parts = module_name.split(".")
-    for i in range(len(parts), 0, -1):
-        module = model.get_submodule(".".join(parts[:i]))
-        if isinstance(module, BaseTunerLayer):
-            return parts[i] in module.adapter_layer_names if i < len(parts) else False
-    return False
 
 
 def _cycling(batches: list[dict], call: Callable[[nn.Module, dict], torch.Tensor], seed: int
