@@ -85,3 +85,95 @@ def test_raise_on_error_fails_the_run_loudly_with_the_diagnosis_and_no_hook_left
         trainer.train()
     assert raised.value.diagnosis.codes("error") == ("lora-frozen",)
     assert trainer.state.global_step == 1 and hook_snapshot(model) == before
+
+
+def _crashing_trainer(tmp_path, callback):
+    """Reentrant checkpointing with frozen inputs: the loss has no grad_fn and the Trainer's backward raises.
+    transformers adds the input-grad hook for text models itself; removing it stands for a model whose main
+    input is not input_ids (an audio or vision encoder), where it does not."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    model = _example().build(False)
+    model.base_model.model.activation_checkpointing_enable({"use_reentrant": True})
+    model.base_model.model.disable_input_require_grads()
+    ids = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    return model, Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                          callbacks=[callback])
+
+
+def test_a_step_that_crashes_is_still_diagnosed_and_the_trainers_exception_is_untouched(tmp_path, caplog):
+    import logging
+
+    import pytest
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    callback = LoraTraceCallback(render=False)
+    model, trainer = _crashing_trainer(tmp_path, callback)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        trainer.train()
+    with caplog.at_level(logging.INFO, logger="lora_trace"):
+        diagnosis = callback.close()
+    assert diagnosis is callback.crashed and callback.diagnoses == [(0, diagnosis)]
+    assert not diagnosis.complete and diagnosis.root_cause.code == "checkpoint-no-grad"
+    assert lora_trace.load(tmp_path / "lora-trace" / "step-0.json").findings == diagnosis.findings
+    record, = [r for r in caplog.records if r.name == "lora_trace"]
+    assert record.levelno == logging.ERROR and "checkpoint-no-grad" in record.getMessage()
+    assert callback.close() is None and hook_snapshot(model) == hook_snapshot(_example().build(False))
+
+
+def test_a_crashed_script_gets_its_diagnosis_logged_and_saved_at_exit_with_its_exit_code_kept(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path[:0] = [{str(pathlib.Path(__file__).parents[2])!r}]\n"
+        "from tests.integrations.test_hf_trainer import _crashing_trainer\n"
+        "from lora_trace.integrations import LoraTraceCallback\n"
+        f"_crashing_trainer({str(tmp_path)!r}, LoraTraceCallback(render=False))[1].train()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    crash = done.stderr.index("does not require grad")
+    line = done.stderr.index("lora-trace step 0: the step raised (RuntimeError: element 0 of tensors")
+    assert crash < line and "LoRA problems: checkpoint-no-grad" in done.stderr[line:]
+    saved = lora_trace.load(tmp_path / "lora-trace" / "step-0.json")
+    assert saved.root_cause.code == "checkpoint-no-grad" and not saved.complete
+
+
+def test_the_log_line_is_info_when_healthy_and_names_the_warnings(tmp_path, caplog):
+    """A healthy step logs at INFO; one with a warning finding (half the target_modules matched nothing)
+    logs at WARNING and names it, instead of 'ok (errors: none)' at WARNING for both."""
+    import logging
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    def run(targets):
+        torch.manual_seed(0)
+        config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                             intermediate_size=64, vocab_size=64)
+        model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=targets))
+        ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2,
+                                 report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no",
+                                 disable_tqdm=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lora_trace"):
+            Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                    callbacks=[LoraTraceCallback(render=False)]).train()
+        record, = [r for r in caplog.records if r.name == "lora_trace"]
+        return record.levelno, record.getMessage()
+
+    level, line = run(["q_proj", "v_proj"])
+    assert level == logging.INFO and line.startswith("lora-trace step 0: ok - report: lora-trace show "), line
+    level, line = run(["q_proj", "v_prj"])
+    assert level == logging.WARNING and line.startswith("lora-trace step 0: ok, with warnings: target-"), line
