@@ -7,6 +7,7 @@ Tensors and autograd nodes held here are dropped by `release()` as soon as the T
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,11 @@ class LossSeen:
 
 @dataclass(slots=True)
 class OptimizerStart:
-    """What the optimizer held before the step: LoRA values it may change, every `.grad` and its version."""
+    """What held before the step: LoRA values the optimizer may change; the `.grad` (weakly) and its version of
+    every parameter the optimizer holds or that is trainable."""
 
     values: dict[str, torch.Tensor]
-    grads: list[tuple[torch.Tensor, torch.Tensor | None, int]]
+    grads: list[tuple[torch.Tensor, weakref.ref | None, int]]
     scale: float | None  # a GradScaler's scale at the start (None without one)
     frozen: list[tuple[str, torch.Tensor, torch.Tensor | None, int]] = field(default_factory=list)
     # LoRA parameters frozen at the start (no gradient hook can be registered on them): name, param, its
@@ -104,11 +106,12 @@ class Recording:
     initial_lrs: tuple[float | None, ...] = ()
 
     def backward_ran(self) -> bool:
-        """A gradient arrived, backward()/grad() was seen, or some optimizer parameter's .grad changed."""
+        """A gradient arrived, backward()/grad() was seen, or some trainable parameter's .grad changed (a loss
+        computed outside the model, whose backward reached no LoRA layer, still reaches a trainable head)."""
         if self.backward_seen:
             return True
-        return any(p.grad is not grad or (grad is not None and grad._version != version)
-                   for p, grad, version in self.start.grads)
+        return any(p.grad is not (grad() if grad is not None else None)
+                   or (p.grad is not None and p.grad._version != version) for p, grad, version in self.start.grads)
 
     def release(self) -> None:
         """Drop tensors and autograd nodes: what only building the trace needed."""
@@ -124,14 +127,17 @@ class Recording:
 def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerStart:
     """Values of the LoRA parameters the optimizer holds (to tell which it changed) and every `.grad`."""
     scale = scaler.get_scale() if scaler is not None else None
-    if optimizer is None:
-        return OptimizerStart({}, [], scale, frozen_lora(found))
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer is not None else []
     held = {id(p) for p in params}
-    with torch.no_grad():
-        values = {name: p.detach().clone() for name, p in found.lora_params() if id(p) in held
-                  and p.device.type != "meta"}
-    grads = [(p, p.grad, p.grad._version if p.grad is not None else -1) for p in params]
+    params += [p for p in found.root.parameters() if p.requires_grad and id(p) not in held]
+    values = {}
+    if optimizer is not None:
+        with torch.no_grad():
+            values = {name: p.detach().clone() for name, p in found.lora_params() if id(p) in held
+                      and p.device.type != "meta"}
+    # Weak references: holding the old .grad would keep its memory alive after zero_grad(set_to_none=True).
+    grads = [(p, weakref.ref(p.grad) if p.grad is not None else None, p.grad._version if p.grad is not None else -1)
+             for p in params]
     return OptimizerStart(values, grads, scale, frozen_lora(found))
 
 

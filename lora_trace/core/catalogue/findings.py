@@ -48,10 +48,12 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "在训练前向传播之前重新打开梯度（`torch.set_grad_enabled(True)`）{place}，并把关闭梯度限制在不需要训练的部分："
               "只在评估代码外使用 `with torch.no_grad():`。"},
     "grad-disabled.fix": {
-        "en": "Run the training forward with grad enabled: replace the `with torch.{mode}():`{place} by "
-              "`with torch.set_grad_enabled(self.training):`, or keep {mode} for evaluation code only.",
-        "zh": "训练时的前向传播必须启用梯度：把{place}的 `with torch.{mode}():` 改为 "
-              "`with torch.set_grad_enabled(self.training):`，或只在评估代码中使用 {mode}。"},
+        "en": "Run the training forward with grad enabled: take the `with torch.{mode}():`{place} off the training "
+              "path, or make it conditional: `with torch.set_grad_enabled(model.training):` (`self.training` "
+              "inside a module's forward); keep {mode} for evaluation code only.",
+        "zh": "训练时的前向传播必须启用梯度：把{place}的 `with torch.{mode}():` 移出训练路径，或改为条件形式："
+              "`with torch.set_grad_enabled(model.training):`（在模块的 forward 中用 `self.training`）；"
+              "只在评估代码中使用 {mode}。"},
     "detached": {
         "en": "{what} in {regions} ran with grad enabled, but the path to the loss is cut by {detail}{at}; no "
               "gradient came back.",

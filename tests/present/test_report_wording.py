@@ -1,0 +1,69 @@
+"""Report lines that were wrong in real stacks (issue 15, items 4 and 7): each checked on a real traced step."""
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+import lora_trace
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    return get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+
+
+def _ids():
+    return torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _step_lines(report: str, number: int) -> list[str]:
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if f"Step {number}/7" in line)
+    return lines[start:next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))]
+
+
+def test_a_loss_computed_outside_the_model_with_backward_in_the_block_gets_no_no_loss_note():
+    """Lightning and custom loops compute the loss from the model's output outside it."""
+    model = _model()
+    with lora_trace.trace(model) as t:
+        logits = model(input_ids=_ids()).logits
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), _ids().flatten()).backward()
+    assert "note.no-loss" not in t.diagnosis.trace.notes and t.diagnosis.trace.backward
+    assert "no loss was seen" not in t.diagnosis.report()
+
+
+def test_a_detach_before_a_trainable_head_says_backward_ran_and_step_5_passes():
+    """The LoRA layers ran with grad; the cut is after them. Backward reached the trainable head, so it ran.
+    The module traced holds both, as a LightningModule or a contrastive model does."""
+    model = torch.nn.ModuleDict({"lm": _model(), "head": torch.nn.Linear(64, 1)})
+    with lora_trace.trace(model) as t:
+        logits = model["lm"](input_ids=_ids()).logits.detach()
+        model["head"](logits).sum().backward()
+    report = t.diagnosis.report()
+    assert t.diagnosis.trace.backward, report
+    assert _step_lines(report, 5)[0].startswith("[ ok ]"), report
+    assert _step_lines(report, 6)[0].startswith("[FAIL]"), report
+    assert "no gradient reached" not in report and "no backward ran" not in report
+
+
+def test_step_1_names_each_adapter_with_its_tuner_and_rank():
+    model = _model()
+    with lora_trace.trace(model) as t:
+        model(input_ids=_ids(), labels=_ids()).loss.backward()
+    step1 = _step_lines(t.diagnosis.report(), 1)
+    assert step1[1].strip() == "PEFT configs: default (LORA, r=4)", step1
+
+
+def test_the_grad_disabled_fix_does_not_assume_a_self_in_a_plain_function():
+    model = _model()
+
+    def encode(ids):  # a plain function: there is no `self` to take `.training` from
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    with lora_trace.trace(model) as t:
+        loss = encode(_ids()).sum()
+    finding = next(f for f in t.diagnose(loss=loss).findings if f.code == "grad-disabled")
+    assert "set_grad_enabled(model.training)" in finding.fix and "self.training` inside a module" in finding.fix
