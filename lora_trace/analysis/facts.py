@@ -145,7 +145,9 @@ class Facts:
 
     @cached_property
     def traversed_regions(self) -> tuple[str, ...]:
-        """Regions that ran, most specific only (a region that contains another that ran is dropped)."""
+        """Regions that ran, most specific only: a region containing another that ran is dropped, unless it holds
+        LoRA layers of its own (an audio encoder whose layers hold LoRA around a nested fusion model)."""
         run = self.trace.regions_run
-        return tuple(r for r in run if not any(o != r and o.startswith(r + ".") for o in run))
+        holding = {site.region for site in self.trace.sites}
+        return tuple(r for r in run if r in holding or not any(o != r and o.startswith(r + ".") for o in run))
 

@@ -87,9 +87,12 @@ def adapter_layers(named: Named) -> dict[str, nn.Module]:
     return {name: module for name, module in named if is_adapter_layer(module)}
 
 
-def region_modules(named: Named) -> dict[str, nn.Module]:
-    """Region name -> its module: the handful of modules whose forward says "this part of the model ran"."""
-    names = {region_of(name) for name, _ in named if name}
+def region_modules(named: Named, adapters: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
+    """Region name -> its module: the handful of modules whose forward says "this part of the model ran".
+    An adapter layer's own parts (lora_A, base_layer, ...) make no region: else a LoRA wrapper outside any
+    repeated block would become a region of its own, nested in the region that really holds it."""
+    inside = tuple(f"{name}." for name in adapters or {})
+    names = {region_of(name) for name, _ in named if name and not name.startswith(inside or ("\0",))}
     modules = dict(named)
     return {name: modules[name] for name in sorted(names) if name in modules and name}
 
@@ -125,6 +128,6 @@ def discover(model: object) -> Discovery:
     tuners = adapter_tuners(named)
     adapter_ids = set(param_names) | adapter_parameter_ids(others)
     below = {prefix: under(named, prefix) for prefix in tuners}
-    return Discovery(root, named, lora, sites, region_modules(named), param_names, tuners,
+    return Discovery(root, named, lora, sites, region_modules(named, adapters), param_names, tuners,
                      describe_targets(tuners, below), unsupported_tuners(others, named),
                      trainable_base(tuners, below, adapter_ids))

@@ -33,9 +33,10 @@ def build_graph(diagnosis: Any, *, expand: bool = False) -> nx.DiGraph:
         order.setdefault(call.region, len(order))
     for site in trace.sites:
         order.setdefault(site.region, len(order))
-    ran_with_grad = {c.region for c in leaves if c.grad_enabled}
+    # A region that ran around a nested region that ran has no leaf call, yet it ran (and may hold LoRA).
+    ran_with_grad = {c.region for c in trace.region_calls if c.grad_enabled}
     for region, index in order.items():
-        calls = [c for c in leaves if c.region == region]
+        calls = [c for c in trace.region_calls if c.region == region]
         graph.add_node(f"region:{region}", kind="region", label=short_name(region), order=index, region=region,
                        ran=bool(calls), grad=region in ran_with_grad, calls=len(calls))
     for call in leaves:

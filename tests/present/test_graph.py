@@ -62,3 +62,56 @@ def test_real_size_blocks_collapse_unless_expanded(expand):
         labels = {d["region"].rsplit(".", 1)[-1]: d["label"] for d in lora}
         assert labels["audio_tower"] == labels["language_model"] == "layers.0-31 x32"
         assert len(lora) == 3
+
+
+def test_a_region_around_a_nested_region_is_drawn_as_ran_and_listed_as_traversed():
+    """CLAP's audio encoder holds LoRA blocks and a nested fusion model with LoRA of its own: both ran
+    (issue 15, item 6). Before, the outer one was grey "never ran" and a LoRA wrapper was called a region."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+
+    import lora_trace
+    from lora_trace.analysis.facts import Facts
+    from lora_trace.present.graph import build_graph
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.relu(self.q(x))
+
+    class AudioEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([Block(), Block()])
+            self.fusion_model = Block()
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return self.fusion_model(x)
+
+    class Clap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.audio_encoder = AudioEncoder()
+            self.proj = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.proj(self.audio_encoder(x))
+
+    torch.manual_seed(0)
+    model = get_peft_model(Clap(), LoraConfig(r=2, target_modules=["q"]))
+    with lora_trace.trace(model) as t:
+        model(torch.randn(3, 8)).pow(2).mean().backward()
+    diagnosis = t.diagnosis
+    outer, inner = "base_model.model.audio_encoder", "base_model.model.audio_encoder.fusion_model"
+    assert {s.region for s in diagnosis.trace.sites} == {outer, inner}
+    assert set(Facts(diagnosis.trace).traversed_regions) == {outer, inner}
+    assert "regions traversed: audio_encoder, audio_encoder.fusion_model" in diagnosis.report()
+    graph = build_graph(diagnosis)
+    assert graph.nodes[f"region:{outer}"]["ran"] and graph.nodes[f"region:{inner}"]["ran"]
+    assert not any(n.startswith("region:") and n.endswith(".q") for n in graph)
