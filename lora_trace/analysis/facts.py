@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..core.records import LoraParam, LoraSite, ModuleCall, Trace
+from ..core.records import CutKind, LoraParam, LoraSite, ModuleCall, Trace
 from .conditional import Skip, model_skips
 from .timeline import Timeline
 
@@ -44,7 +44,20 @@ class Facts:
         """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
         this step: what every error finding must explain."""
         got = self.got_grad
-        return frozenset() if got is None else self.trainable - got - self.skipped
+        if got is None:
+            return self.ran_grad_off_only - self.skipped if not self.trace.complete else frozenset()
+        return self.trainable - got - self.skipped
+
+    @cached_property
+    def ran_grad_off_only(self) -> frozenset[str]:
+        """Trainable parameters of layers that ran, every time, with grad disabled and that no reentrant checkpoint
+        can re-run with grad (its inputs did not require grad): certain to get no gradient this step. Used when a
+        step raised before any backward or loss told more (the loss had no grad_fn and backward raised)."""
+        rerun = {m for cut in self.trace.cuts if cut.kind is CutKind.CHECKPOINT and "True" in cut.detail
+                 for m in cut.modules}
+        return frozenset(p for m, calls in self.calls.items() if m in self.sites and m not in rerun
+                         and calls and not any(c.grad_enabled for c in calls)
+                         for p in self.sites[m].trainable_params if p in self.trainable)
 
     @cached_property
     def skips(self) -> dict[str, Skip]:

@@ -47,7 +47,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
     # do. Walking a graph also makes PyTorch free it recursively later (each node visited from Python is
     # then released through its Python object), which overflowed the C stack at 10,000 chained LoRA layers.
     reachability = walk(roots, found.param_names) if losses and not backward else None
-    if not losses and not backward:  # after a backward, the gradients that arrived are the evidence
+    if not losses and not backward and complete:  # after a backward, the gradients that arrived are the evidence
         notes.append("note.no-loss")
     arrivals = _arrivals(_late_gradients(rec) | _computed_only(rec) | rec.grads)
     if any(a.norm is None for a in arrivals):

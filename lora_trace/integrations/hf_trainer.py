@@ -12,22 +12,13 @@ the unfinished step is diagnosed, logged and saved when the interpreter exits (a
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 from typing import Any
 
 from transformers import TrainerCallback
 
-from ..capture.tracer import Tracer
-from ..core.errors import AdapterProblemError
-from .summary import log_summary, save_artefacts
-
-logger = logging.getLogger("lora_trace")
-
-
-class StepCrashedError(RuntimeError):
-    """Stands for the exception that left a traced step when Python no longer holds it."""
+from .steps import StepCrashedError, TracedSteps
 
 
 class LoraTraceCallback(TrainerCallback):
@@ -45,21 +36,17 @@ class LoraTraceCallback(TrainerCallback):
 
     def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
                  output_dir: str | None = None, render: bool = True, raise_on_error: bool = False) -> None:
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
-        self.stop_on_error = stop_on_error
-        self.raise_on_error = raise_on_error
-        self.deep = deep
         self.output_dir = output_dir
-        self.render = render
-        self.diagnoses: list[Any] = []
-        self.crashed: Any = None
-        self._tracer: Tracer | None = None
-        self._open: tuple[int, str, bool] | None = None  # (step, folder, writes artefacts) of the open trace
+        self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
+                                  raise_on_error=raise_on_error, deep=deep, render=render)
 
-    def _due(self, step: int) -> bool:
-        return step == 0 or (self.every_n_steps is not None and step % self.every_n_steps == 0)
+    @property
+    def diagnoses(self) -> list[tuple[int, Any]]:
+        return self._steps.diagnoses
+
+    @property
+    def crashed(self) -> Any:
+        return self._steps.crashed
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.close()  # a step of an earlier train() call that raised
@@ -67,29 +54,20 @@ class LoraTraceCallback(TrainerCallback):
     def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                       **kwargs: Any) -> None:
         self.close()
-        if model is None or not self._due(state.global_step):
+        if model is None or not self._steps.due(state.global_step):
             return
         folder = self.output_dir or os.path.join(args.output_dir, "lora-trace")
-        self._tracer = Tracer(model, optimizer=optimizer, deep=self.deep, label=f"step-{state.global_step}")
-        self._tracer.__enter__()
-        self._open = (state.global_step, folder, bool(state.is_world_process_zero))
+        self._steps.start(model, optimizer=optimizer, step=state.global_step, folder=folder,
+                          writes=bool(state.is_world_process_zero))
         atexit.register(self.close)  # the step may raise: then nothing but exit would call us again
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        tracer, self._tracer = self._tracer, None
-        if tracer is None:
+        if not self._steps.open:
             return control
         atexit.unregister(self.close)
-        step, folder, writes = self._open or (state.global_step - 1, "", False)
-        self._open = None
-        tracer.__exit__(None, None, None)
-        diagnosis = tracer.diagnosis
-        self._report(step, diagnosis, folder, writes)
-        if self.raise_on_error and not diagnosis.ok:
-            root = diagnosis.root_cause
-            raise AdapterProblemError(f"lora-trace stopped training after step {step}: {root.code}: {root.message}"
-                                      f"\nFix: {root.fix}", diagnosis)
-        if self.stop_on_error and not diagnosis.ok:
+        step = self._steps.step
+        diagnosis = self._steps.finish(None)
+        if self._steps.act_on(step, diagnosis):
             control.should_training_stop = True
         return control
 
@@ -99,20 +77,8 @@ class LoraTraceCallback(TrainerCallback):
     def close(self) -> Any:
         """Diagnose a traced step that never ended (training raised inside it): remove its hooks, log,
         save and keep its diagnosis; returns it (None when no step was left open)."""
-        tracer, self._tracer = self._tracer, None
-        if tracer is None:
+        if not self._steps.open:
             return None
         atexit.unregister(self.close)
-        step, folder, writes = self._open or (0, "", False)
-        self._open = None
-        error = getattr(sys, "last_value", None) or StepCrashedError("the traced training step raised")
-        tracer.__exit__(type(error), error, None)
-        diagnosis = tracer.diagnosis
-        self.crashed = diagnosis
-        self._report(step, diagnosis, folder, writes)
-        return diagnosis
-
-    def _report(self, step: int, diagnosis: Any, folder: str, writes: bool) -> None:
-        self.diagnoses.append((step, diagnosis))
-        saved = save_artefacts(diagnosis, folder, f"step-{step}", render=self.render) if writes and folder else None
-        log_summary(logger, f"step {step}", diagnosis, saved)
+        error = getattr(sys, "last_value", None)  # set when the exception reached the top level (a script)
+        return self._steps.finish(error or StepCrashedError("the traced training step raised"))

@@ -62,6 +62,8 @@ REPORT: dict[str, dict[str, Any]] = {
                          "zh": "没有观察到反向传播或损失：无法判断"},
     "report.s6.count": {"en": "{got} of {trainable} trainable LoRA parameters got a gradient ({zero} exactly zero), {none} got none",
                        "zh": "{trainable} 个可训练的 LoRA 参数中有 {got} 个得到梯度（{zero} 个恰好为零），{none} 个没有梯度"},
+    "report.s6.grad-off-only": {"en": "the step raised before any backward; {count} trainable LoRA parameters ran only with grad disabled, so they cannot get a gradient",
+                                "zh": "该步骤在反向传播之前就出错了；{count} 个可训练的 LoRA 参数只在禁用梯度时运行，因此无法得到梯度"},
     "report.s6.walk": {"en": "(no gradient reached any trainable parameter: judged by the autograd graph of the loss)",
                       "zh": "（没有梯度到达任何可训练参数：依据损失的计算图判断）"},
     "report.s7": {"en": "Encoding path by region",

@@ -1,0 +1,81 @@
+"""What every training-loop integration shares: which steps to trace, the one tracer open at a time, and
+what happens to a finished (or crashed) step's diagnosis: kept, saved, logged, and acted on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..capture.tracer import Tracer
+from ..core.errors import AdapterProblemError
+from .summary import log_summary, save_artefacts
+
+logger = logging.getLogger("lora_trace")
+
+
+class StepCrashedError(RuntimeError):
+    """Stands for the exception that left a traced step when the integration was not handed it."""
+
+
+class TracedSteps:
+    """every_n_steps: None traces the first step only; N also every N-th. A diagnosis with an error finding
+    raises `AdapterProblemError` (raise_on_error) or asks the loop to stop (stop_on_error)."""
+
+    def __init__(self, *, every_n_steps: int | None, stop_on_error: bool, raise_on_error: bool, deep: bool,
+                 render: bool) -> None:
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive number of steps or None, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.stop_on_error = stop_on_error
+        self.raise_on_error = raise_on_error
+        self.deep = deep
+        self.render = render
+        self.diagnoses: list[tuple[int, Any]] = []  # (step, Diagnosis) of every traced step
+        self.crashed: Any = None  # the diagnosis of a step that raised
+        self._tracer: Tracer | None = None
+        self._step, self._folder, self._writes = 0, "", False
+
+    @property
+    def open(self) -> bool:
+        return self._tracer is not None
+
+    @property
+    def step(self) -> int:
+        """The step the open tracer is tracing."""
+        return self._step
+
+    def due(self, step: int) -> bool:
+        return step == 0 or (self.every_n_steps is not None and step % self.every_n_steps == 0)
+
+    def start(self, model: Any, *, optimizer: Any, step: int, folder: str, writes: bool) -> None:
+        """Trace from now on; `writes`: this process saves the artefacts (rank zero)."""
+        tracer = Tracer(model, optimizer=optimizer, deep=self.deep, label=f"step-{step}")
+        tracer.__enter__()
+        self._tracer, self._step, self._folder, self._writes = tracer, step, folder, writes
+
+    def finish(self, error: BaseException | None = None) -> Any:
+        """End the open trace (`error`: what the step raised), keep, save and log its diagnosis; returns it,
+        or None when nothing was open. Never raises for the diagnosis: see `act_on`."""
+        tracer, self._tracer = self._tracer, None
+        if tracer is None:
+            return None
+        tracer.__exit__(type(error) if error is not None else None, error, None)
+        diagnosis = tracer.diagnosis
+        if error is not None:
+            self.crashed = diagnosis
+        self.diagnoses.append((self._step, diagnosis))
+        saved = None
+        if self._writes and self._folder:
+            saved = save_artefacts(diagnosis, self._folder, f"step-{self._step}", render=self.render)
+        log_summary(logger, f"step {self._step}", diagnosis, saved)
+        return diagnosis
+
+    def act_on(self, step: int, diagnosis: Any) -> bool:
+        """Raise on an error finding when asked; True when the loop should stop."""
+        if diagnosis.ok:
+            return False
+        if self.raise_on_error:
+            root = diagnosis.root_cause
+            raise AdapterProblemError(f"lora-trace stopped training after step {step}: {root.code}: {root.message}"
+                                      f"\nFix: {root.fix}", diagnosis)
+        return self.stop_on_error
