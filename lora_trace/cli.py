@@ -11,9 +11,26 @@ from collections.abc import Sequence
 from .core.errors import LoraTraceError
 from .core.printable import json_printable, printable
 
+DESCRIPTION = """Find out why a LoRA adapter does not learn.
+
+In Python, wrap one training step:  with lora_trace.trace(model, optimizer=opt) as t: ...
+or call lora_trace.diagnose(model, step). From here: run a script unchanged, read saved runs and adapters."""
+EPILOG = """examples:
+  lora-trace demo                                  the built-in case: LoRA on an audio tower that gets no gradient
+  lora-trace run --out runs -- python train.py     diagnose the first optimizer step of any training script
+  lora-trace inspect out/checkpoint-500            which LoRA tensors of a saved adapter never trained
+  lora-trace show runs/step-0.json                 the report of a saved run (exit 1 when it has errors)
+  lora-trace targets Qwen/Qwen2-Audio-7B-Instruct --target-modules q_proj v_proj
+
+exit codes: 0 healthy / same, 1 LoRA problems found / differs, 2 bad input."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-trace", description=__doc__)
+    from . import __version__, saved_adapter
+
+    parser = argparse.ArgumentParser(prog="lora-trace", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lora-trace {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     demo = verbs.add_parser("demo", help="diagnose the built-in motivating case (contrastive Qwen2-Audio)")
     demo.add_argument("--fixed", action="store_true", help="run the fixed configuration instead")
@@ -37,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("b", metavar="B.json")
     diff.add_argument("--graph", metavar="OUT", help="draw B's path with the layers gained and lost marked")
     diff.add_argument("--json", action="store_true")
-    targets = verbs.add_parser("targets", help="what target_modules selects, on a model built from config.json")
-    targets.add_argument("config", metavar="CONFIG.json")
+    saved_adapter.add_parser(verbs)
+    targets = verbs.add_parser("targets", help="what target_modules selects, on the model built (on meta) from its "
+                               "config: a config.json, a model folder, or a model id in the local HF cache")
+    targets.add_argument("config", metavar="CONFIG", help="config.json, a model folder, or a cached model id")
     group = targets.add_mutually_exclusive_group()
     group.add_argument("--target-modules", nargs="+", metavar="NAME", help="list entries (names or suffixes)")
     group.add_argument("--target-regex", metavar="RE", help="one regex, fullmatched against module names")
@@ -127,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.verb == "report":
             return _report(args)
+        if args.verb == "inspect":
+            from .saved_adapter import main as inspect_main
+
+            return inspect_main(args)
     except (LoraTraceError, OSError) as error:  # bad input: a plain message; a bug keeps its traceback
         print(printable(f"lora-trace: {error}"), file=sys.stderr)
         return 2

@@ -120,3 +120,54 @@ def test_targets_checks_target_parameters_and_suggests_checked_fixes(capsys):
     assert entries["mlp.gate_prj.weight"]["kind"] == "parameter"
     assert entries["mlp.gate_prj.weight"]["corrected"] == ["mlp.gate_proj.weight"]
     assert main(["targets", config]) == 2
+
+
+def test_version_and_a_help_written_for_users(capsys):
+    import lora_trace
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lora-trace {lora_trace.__version__}"
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "argparse" not in out and "main(argv)" not in out
+    assert "Find out why a LoRA adapter does not learn" in out and "exit codes:" in out
+    assert all(verb in out for verb in ("demo", "show", "inspect", "targets", "diff", "render", "report"))
+
+
+def test_targets_takes_a_model_folder_and_a_model_id_from_the_local_cache_only(tmp_path):
+    """No network: a model id is looked up in the Hugging Face cache (here one laid out by hand, as the hub
+    client writes it); one that is not there is a clear bad-input error."""
+    import subprocess
+    import sys
+
+    from lora_trace.scenarios.qwen2_audio import qwen2_audio_config
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    qwen2_audio_config("tiny").to_json_file(folder / "config.json")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--tiny-audio" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((folder / "config.json").read_text())
+    (cache / "models--acme--tiny-audio" / "refs").mkdir()
+    (cache / "models--acme--tiny-audio" / "refs" / "main").write_text("0" * 40)
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+    def targets(spec):
+        return subprocess.run([sys.executable, "-m", "lora_trace", "targets", spec, "--target-modules", "q_proj",
+                               "--json"], capture_output=True, text=True, env=env, timeout=120)
+
+    by_folder, by_id = targets(str(folder)), targets("acme/tiny-audio")
+    assert by_folder.returncode == 0 and by_id.returncode == 0, by_folder.stderr + by_id.stderr
+    assert json.loads(by_folder.stdout)["modules"] == json.loads(by_id.stdout)["modules"] > 0
+    missing = targets("acme/not-downloaded")
+    assert missing.returncode == 2 and "not" in missing.stderr and "local Hugging Face cache" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "has no config.json" in targets(str(empty)).stderr
+
+
+def test_inspect_is_a_verb_of_the_command_line(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path / "no-such-adapter")]) == 2
+    assert capsys.readouterr().err.startswith("lora-trace: ")

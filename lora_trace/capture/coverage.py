@@ -19,10 +19,35 @@ from ..core.regions import region_of
 from .matching import candidate_modules, candidate_parameters, entry_table, matches, parameter_matches
 
 
+def config_path(spec: str) -> str:
+    """A config.json, a model folder holding one, or a model id found in the local Hugging Face cache (never
+    the network: a debugging tool must work offline and must not download a model behind the user's back)."""
+    if os.path.isfile(spec):
+        return spec
+    if os.path.isdir(spec):
+        path = os.path.join(spec, "config.json")
+        if not os.path.isfile(path):
+            raise InvalidModelError(f"the folder {spec!r} has no config.json: pass a model folder or a config.json")
+        return path
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except HFValidationError:
+        cached = None
+    if isinstance(cached, str):
+        return cached
+    raise InvalidModelError(f"{spec!r} is neither a file, a folder, nor a model id in the local Hugging Face cache "
+                            f"({constants.HF_HUB_CACHE}); fetch its config once with "
+                            f"`hf download {spec} config.json`, or pass the path of a config.json")
+
+
 def model_from_config(path: str) -> nn.Module:
     """The class named by `architectures[0]` (else the Auto class for the config), built on meta."""
     import transformers
 
+    path = config_path(path)
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
