@@ -93,6 +93,28 @@ class Timeline:
         return tuple(found)
 
     @cached_property
+    def reference_adapters(self) -> tuple[str, ...]:
+        """Frozen adapters beside a trainable one that added their delta only in calls with grad off and that no
+        optimizer holds: a reference the step switches to for a no-grad pass (TRL's "ref" copy of a loaded
+        adapter, made active by set_adapter for the DPO/KL reference), not an adapter meant to train."""
+        if not self.facts.trainable:
+            return ()
+        held = set(self.facts.trace.optimizer.params) if self.facts.trace.optimizer else set()
+        params: dict[str, list] = {}
+        for site in self.facts.trace.sites:
+            for p in site.params:
+                params.setdefault(p.adapter, []).append(p)
+        found = []
+        for adapter, adapter_params in params.items():
+            if any(p.requires_grad or p.name in held for p in adapter_params):
+                continue
+            contributing = [c for c in self.facts.trace.calls if c.state is not None and c.phase is Phase.FORWARD
+                            and c.state.contributes(adapter)]
+            if contributing and not any(c.grad_enabled for c in contributing):
+                found.append(adapter)
+        return tuple(sorted(found))
+
+    @cached_property
     def ran_in_eval(self) -> tuple[str, ...] | None:
         """LoRA layers that ran with grad enabled while in eval mode; None for runs that did not record it."""
         calls = [c for c in self.facts.trace.calls if c.grad_enabled]

@@ -112,9 +112,12 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
            ) -> list[tuple[str, str, list[str]]]:
     sites = trace.sites
     steps = []
-    adapters = sorted({a for s in sites for state in facts.timeline.states(s) for a in state.active})
+    references = facts.timeline.reference_adapters
+    adapters = sorted({a for s in sites for state in facts.timeline.states(s) for a in state.active} - set(references))
     step1 = [say("s1.configs", configs=_configs(trace.peft_configs, say) or "-"),
              say("s1.layers", layers=len(sites), adapters=", ".join(adapters) or "-")]
+    if references:
+        step1.append(say("s1.references", adapters=", ".join(references)))
     bad1 = codes & {"adapter-missing", "adapter-inactive", "no-lora-params"}
     steps.append((say("s1"), "FAIL" if bad1 else "ok", step1))
 
@@ -154,7 +157,8 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
             step6.append(say("s6.skipped", count=len(facts.skipped)))
         if not trace.backward:
             step6.append(say("s6.walk"))
-        steps.append((say("s6"), "FAIL" if facts.starved else "ok", step6))
+        nothing_learns = codes & {"grad-zero", "nonfinite-grad", "lora-frozen"}
+        steps.append((say("s6"), "FAIL" if facts.starved or nothing_learns else "ok", step6))
 
     run = set(trace.regions_run)
     step7 = [say("s7.run", regions=", ".join(short_name(r) for r in facts.traversed_regions) or "-")]

@@ -76,6 +76,7 @@ def _frozen(facts: Facts) -> list[Finding]:
     """Active-adapter LoRA parameters that cannot learn: frozen at the start, or frozen by the step itself."""
     timeline = facts.timeline
     references = set(timeline.references)
+    reference_adapters = set(timeline.reference_adapters)
     params = []
     for site in facts.trace.sites:
         if site.module in references:
@@ -83,7 +84,7 @@ def _frozen(facts: Facts) -> list[Finding]:
         active = {a for state in timeline.states(site) for a in state.active}
         inactive = timeline.inactive.get(site.module, {})
         for p in site.params:
-            if p.adapter in inactive or p.adapter not in active:
+            if p.adapter in inactive or p.adapter not in active or p.adapter in reference_adapters:
                 continue
             frozen_by_step = p.name in timeline.frozen_during_step and p.name in facts.starved
             if not p.requires_grad or frozen_by_step:
@@ -103,13 +104,22 @@ def _frozen(facts: Facts) -> list[Finding]:
 
 
 def _references(facts: Facts) -> list[Finding]:
+    found = []
     references = facts.timeline.references
-    if not references:
-        return []
-    regions = facts.regions_of(references)
-    return [make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
-                         text("frozen-reference", layers=len(references), regions=listing(regions)),
-                         text("frozen-reference.fix"), modules=references, regions=regions)]
+    if references:
+        regions = facts.regions_of(references)
+        found.append(make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
+                                  text("frozen-reference", layers=len(references), regions=listing(regions)),
+                                  text("frozen-reference.fix"), modules=references, regions=regions))
+    adapters = facts.timeline.reference_adapters
+    if adapters:
+        modules = tuple(s.module for s in facts.trace.sites if set(s.adapters) & set(adapters))
+        regions = facts.regions_of(modules)
+        found.append(make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
+                                  text("frozen-reference.adapter", adapters=", ".join(adapters),
+                                       layers=len(modules), regions=listing(regions)),
+                                  text("frozen-reference.fix"), modules=modules, regions=regions, adapters=adapters))
+    return found
 
 
 def _eval_mode(facts: Facts) -> Finding | None:

@@ -258,6 +258,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "模型本身无需修改。若要确认这些适配器在学习，请比较几次优化器更新前后的参数。"},
     "frozen-reference": {"en": "{layers} frozen LoRA layers in {regions} ran only with grad disabled and hold nothing the optimizer updates: a reference copy (a DPO/KL reference, an EMA teacher), not a failure.",
                          "zh": "{regions} 中的 {layers} 个冻结的 LoRA 层只在禁用梯度时运行，且不含优化器更新的参数：这是一个参考模型副本（DPO/KL 参考模型、EMA 教师），不是故障。"},
+    "frozen-reference.adapter": {"en": "The frozen adapter(s) {adapters} on {layers} LoRA layers in {regions} added their delta only while grad was disabled and hold nothing the optimizer updates: a reference the step switches to (a DPO/KL reference pass), not an adapter meant to train.",
+                                 "zh": "{regions} 中 {layers} 个 LoRA 层上被冻结的适配器 {adapters} 只在禁用梯度时生效，且不含优化器更新的参数：这是步骤中切换使用的参考适配器（DPO/KL 参考前向），而不是要训练的适配器。"},
     "frozen-reference.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
     "reason.disabled": {"en": "disabled", "zh": "已被禁用"},
     "reason.merged": {"en": "merged into the base weights", "zh": "已合并进基础权重"},
@@ -328,8 +330,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
                                    "in model.parameters() if p.requires_grad], lr=...)`.",
                              "zh": "在 get_peft_model 之后创建优化器：`optimizer = torch.optim.AdamW([p for p in "
                                    "model.parameters() if p.requires_grad], lr=...)`。"},
-    "grad-zero": {"en": "{params} trainable LoRA parameters in {regions} got a gradient that is exactly zero, and lora_B is not all zero, so this is not the normal first step: {why}. The adapter learns nothing from this batch.",
-                  "zh": "{regions} 中的 {params} 个可训练 LoRA 参数得到的梯度恰好为零，而 lora_B 并非全零，所以这不是正常的第一步：{why}。适配器从这个批次中学不到任何东西。"},
+    "grad-zero": {"en": "{params} trainable LoRA parameters in {regions} got a gradient that is exactly zero although the other factor of their adapter is not all zero, so this is not the normal first step (where only the factor beside an all-zero one gets zeros): {why}. The adapter learns nothing from this batch.",
+                  "zh": "{regions} 中的 {params} 个可训练 LoRA 参数得到的梯度恰好为零，而其适配器的另一个因子并非全零，所以这不是正常的第一步（那时只有全零因子旁边的因子得到零梯度）：{why}。适配器从这个批次中学不到任何东西。"},
     "why.zero.dropout": {"en": "LoRA dropout is {p}, so in training mode every input of the LoRA branch is dropped",
                          "zh": "LoRA dropout 为 {p}，训练模式下 LoRA 分支的所有输入都被丢弃"},
     "why.zero.alora": {"en": "activated LoRA (alora_invocation_tokens) found no invocation sequence in the batch, so the adapter was masked off for every row",
@@ -339,8 +341,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
     "grad-zero.fix.dropout": {"en": "Set lora_dropout below 1 (typically 0.05-0.1).", "zh": "把 lora_dropout 设为小于 1 的值（通常 0.05-0.1）。"},
     "grad-zero.fix.alora": {"en": "Put the invocation sequence into every training example (it must appear token for token, as the tokenizer produces it), or train a plain LoRA.",
                             "zh": "在每个训练样本中加入调用序列（必须与分词器产生的 token 完全一致），或改用普通 LoRA。"},
-    "grad-zero.fix.masked": {"en": "Find the zero factor between the LoRA layers and the loss: check the masks (attention / padding masks inverted, all-zero for this batch) and loss weights; lora_trace.diagnose() shows the path.",
-                             "zh": "找出 LoRA 层与损失之间的零因子：检查掩码（注意力/填充掩码是否取反、对该批次是否全零）和损失权重；lora_trace.diagnose() 会显示路径。"},
+    "grad-zero.fix.masked": {"en": "Find the zero factor between the LoRA layers and the loss: check the masks (attention / padding masks inverted, all-zero for this batch) and the loss weights (in GRPO/RLOO the advantages are all zero when every completion of a group gets the same reward: check the reward functions); lora_trace.diagnose() follows the path where it can.",
+                             "zh": "找出 LoRA 层与损失之间的零因子：检查掩码（注意力/填充掩码是否取反、对该批次是否全零）和损失权重（GRPO/RLOO 中若一组内每个补全得到相同奖励，优势值全为零：请检查奖励函数）；lora_trace.diagnose() 会尽可能追踪该路径。"},
     "zero-grad-at-init": {"en": "{layers} LoRA layers have exactly-zero lora_A gradients because lora_B is still all "
                                 "zero; lora_B got a gradient, so lora_A will after the first update. This is normal "
                                 "at initialisation.",

@@ -32,6 +32,8 @@ REPORT: dict[str, dict[str, Any]] = {
                  "zh": "LoRA 适配器已应用且处于激活状态"},
     "report.s1.configs": {"en": "PEFT configs: {configs}",
                          "zh": "PEFT 配置：{configs}"},
+    "report.s1.references": {"en": "reference adapters (frozen, active only with grad off): {adapters}",
+                             "zh": "参考适配器（冻结，仅在禁用梯度时激活）：{adapters}"},
     "report.s1.layers": {"en": "LoRA layers: {layers}; active adapters: {adapters}",
                         "zh": "LoRA 层：{layers} 个；激活的适配器：{adapters}"},
     "report.s2": {"en": "LoRA parameters exist",
