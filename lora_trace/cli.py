@@ -27,6 +27,7 @@ exit codes: 0 healthy / same, 1 LoRA problems found / differs, 2 bad input."""
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__, saved_adapter
+    from .runner import launch
 
     parser = argparse.ArgumentParser(prog="lora-trace", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("b", metavar="B.json")
     diff.add_argument("--graph", metavar="OUT", help="draw B's path with the layers gained and lost marked")
     diff.add_argument("--json", action="store_true")
+    launch.add_parser(verbs)
     saved_adapter.add_parser(verbs)
     targets = verbs.add_parser("targets", help="what target_modules selects, on the model built (on meta) from its "
                                "config: a config.json, a model folder, or a model id in the local HF cache")
@@ -146,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.verb == "report":
             return _report(args)
+        if args.verb == "run":
+            from .runner.launch import main as run_main
+
+            return run_main(args)
         if args.verb == "inspect":
             from .saved_adapter import main as inspect_main
 

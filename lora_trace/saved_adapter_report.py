@@ -186,8 +186,8 @@ def _untrained_lines(report: AdapterReport) -> list[str]:
               "Likely meaning: these layers received no gradient during training, or their updates were lost "
               "(frozen, left out of the optimizer, run under no_grad or bypassed), or the adapter was saved before "
               "the first optimizer step.",
-              "To find why, trace one training step: lora_trace.diagnose(model, step) or "
-              "`with lora_trace.trace(model, optimizer=opt): ...`."]
+              "To find why, trace one training step: `lora-trace run -- python train.py ...` (the script unchanged), "
+              "lora_trace.diagnose(model, step), or `with lora_trace.trace(model, optimizer=opt): ...`."]
     return lines
 
 

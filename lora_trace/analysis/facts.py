@@ -44,15 +44,17 @@ class Facts:
         """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
         this step: what every error finding must explain."""
         got = self.got_grad
-        if got is None:
-            return self.ran_grad_off_only - self.skipped if not self.trace.complete else frozenset()
+        if got is None:  # certain even so: a step that raised or that ended in an optimizer step trained with
+            # nothing but these calls, and layers that ran only with grad off got nothing from them
+            trained = not self.trace.complete or self.trace.optimizer_steps > 0
+            return self.ran_grad_off_only - self.skipped if trained else frozenset()
         return self.trainable - got - self.skipped
 
     @cached_property
     def ran_grad_off_only(self) -> frozenset[str]:
         """Trainable parameters of layers that ran, every time, with grad disabled and that no reentrant checkpoint
-        can re-run with grad (its inputs did not require grad): certain to get no gradient this step. Used when a
-        step raised before any backward or loss told more (the loss had no grad_fn and backward raised)."""
+        can re-run with grad (its inputs did not require grad): certain to get no gradient this step. Used when no
+        backward or loss told more: the step raised (the loss had no grad_fn) or stepped the optimizer without one."""
         rerun = {m for cut in self.trace.cuts if cut.kind is CutKind.CHECKPOINT and "True" in cut.detail
                  for m in cut.modules}
         return frozenset(p for m, calls in self.calls.items() if m in self.sites and m not in rerun

@@ -58,8 +58,7 @@ class StepHooks:
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
         if rec.optimizer is not None:
-            keep(rec.optimizer.register_step_pre_hook(self._step_pre_hook))
-            keep(rec.optimizer.register_step_post_hook(self._step_hook))
+            self.watch_optimizer(rec.optimizer)
         for name, param in rec.found.lora_params():
             if param.requires_grad:
                 keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
@@ -153,12 +152,17 @@ class StepHooks:
 
     def _enclosing_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple) -> None:
-            self.rec.enclosing_called[name] = None
-            handle = self._once.pop(name, None)
-            if handle is not None:
-                handle.remove()
+            self.entered(name)
 
         return hook
+
+    def entered(self, name: str) -> None:
+        """The enclosing module `name` was called (its one-shot hook, or a tracer opened inside its call)."""
+        if name in self.rec.enclosing:
+            self.rec.enclosing_called[name] = None
+        handle = self._once.pop(name, None)
+        if handle is not None:
+            handle.remove()
 
     # -- deep mode: which adaptable layers ran, so a target_modules fix can be checked --------------------
     def _watch_adaptable(self) -> None:
@@ -192,6 +196,10 @@ class StepHooks:
             with self.paused():
                 ignored = bool((labels == -100).all())
             self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
+
+    def watch_optimizer(self, optimizer: Any) -> None:
+        self._keep(optimizer.register_step_pre_hook(self._step_pre_hook))
+        self._keep(optimizer.register_step_post_hook(self._step_hook))
 
     def _step_pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """The learning rates the update uses (a scheduler may change them right after the step)."""

@@ -141,6 +141,20 @@ def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerS
     return OptimizerStart(values, grads, scale, frozen_lora(found))
 
 
+def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> OptimizerStart:
+    """The start record once an optimizer is known mid-step, before its update: the LoRA values it holds are
+    still those of the start; every other record (the .grad baselines) is kept from the real start."""
+    with torch.no_grad():
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        values = {name: p.detach().clone() for name, p in found.lora_params() if id(p) in held
+                  and p.device.type != "meta"}
+    known = {id(p) for p, _, _ in start.grads}
+    grads = start.grads + [(p, weakref.ref(p.grad) if p.grad is not None else None,
+                            p.grad._version if p.grad is not None else -1)
+                           for group in optimizer.param_groups for p in group["params"] if id(p) not in known]
+    return OptimizerStart(values, grads, start.scale, start.frozen)
+
+
 def frozen_lora(found: Discovery) -> list[tuple[str, torch.Tensor, torch.Tensor | None, int]]:
     return [(name, p, p.grad, p.grad._version if p.grad is not None else -1) for name, p in found.lora_params()
             if not p.requires_grad]

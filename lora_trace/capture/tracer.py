@@ -19,7 +19,7 @@ from ..core.records import Trace
 from .discovery import Discovery, discover, is_compiled, unwrap, unwrap_optimizer
 from .hooks import StepHooks
 from .losses import describe_loss
-from .recording import LossSeen, Recording, optimizer_start
+from .recording import LossSeen, Recording, adopted_start, optimizer_start
 
 _TRACED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models being traced right now
 
@@ -113,6 +113,27 @@ class Tracer:
         finally:
             hooks.rec.release()
             self._hooks = None
+
+    def adopt_optimizer(self, optimizer: Any) -> None:
+        """Take the optimizer met only at its step, before its update (`lora-trace run` sees it first in the
+        global step pre-hook): what it holds is checked as if it had been given at the start."""
+        if self._state != "running" or self._hooks is None or self._optimizer is not None:
+            return
+        rec = self._hooks.rec
+        self._optimizer = rec.optimizer = unwrap_optimizer(optimizer)
+        rec.start = adopted_start(rec.start, self._found, self._optimizer)
+        self._hooks.watch_optimizer(self._optimizer)
+
+    def entered_model(self) -> None:
+        """The tracer was opened from inside the model's own call (a global pre-hook): the model's own
+        pre-hooks installed now miss that call, so count the model as called."""
+        if self._hooks is not None:
+            self._hooks.entered("")
+
+    @property
+    def model(self) -> nn.Module:
+        """The model traced (wrappers removed)."""
+        return self._root
 
     def note_loss(self, tensor: torch.Tensor) -> None:
         """The step's loss when no backward will run from it (it has no grad_fn): still evidence."""

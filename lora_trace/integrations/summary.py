@@ -24,24 +24,23 @@ def save_artefacts(diagnosis: Any, folder: str, stem: str, *, render: bool = Tru
 
 
 def summary_line(what: str, diagnosis: Any, saved: str | None = None) -> tuple[int, str]:
-    """(logging level, message) for one traced step."""
+    """(logging level, message) for one traced step, e.g. "lora-trace step 0: LoRA problems: lora-frozen;
+    warnings: base-trainable (root cause at train.py:12) - report: lora-trace show runs/step-0.json"."""
     errors, warnings = (list(dict.fromkeys(diagnosis.codes(severity))) for severity in ("error", "warning"))
-    parts = [f"lora-trace {what}:"]
-    if not diagnosis.complete:
-        parts.append(f"the step raised ({diagnosis.trace.error or 'unknown error'});")
-    if errors:
-        root = diagnosis.root_cause
-        parts.append(f"LoRA problems: {', '.join(errors)}")
-        if root is not None and root.location:
-            parts.append(f"(root cause at {root.location})")
-    else:
-        parts.append("ok")
+    root = diagnosis.root_cause
+    verdict = f"LoRA problems: {', '.join(errors)}" if errors else "ok"
     if warnings:
-        parts.append(f"{'; warnings' if errors else 'with warnings'}: {', '.join(warnings)}")
+        verdict += f"; warnings: {', '.join(warnings)}" if errors else f", with warnings: {', '.join(warnings)}"
+    if root is not None and root.location:
+        verdict += f" (root cause at {root.location})"
+    if not diagnosis.complete:
+        verdict = f"the step raised ({diagnosis.trace.error or 'unknown error'}); {verdict}"
+        if not errors:
+            verdict += "; nothing seen before the error explains it: trace it with deep=True (lora-trace run --deep)"
     if saved:
-        parts.append(f"- report: lora-trace show {saved}")
+        verdict += f" - report: lora-trace show {saved}"
     level = logging.ERROR if errors else logging.WARNING if warnings or not diagnosis.complete else logging.INFO
-    return level, " ".join(parts).replace(": ok with", ": ok, with")
+    return level, f"lora-trace {what}: {verdict}"
 
 
 def log_summary(logger: logging.Logger, what: str, diagnosis: Any, saved: str | None = None) -> None:

@@ -144,7 +144,7 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
     bad5 = codes & {"grad-disabled", "lora-bypassed", "checkpoint-no-grad"}
     steps.append((say("s5"), "FAIL" if bad5 or not ran_grad else "ok", step5))
 
-    if facts.got_grad is None and facts.starved:  # a step that raised before backward
+    if facts.got_grad is None and facts.starved:  # no backward: the step raised, or stepped without one
         steps.append((say("s6"), "FAIL", [say("s6.grad-off-only", count=len(facts.starved))]))
     elif facts.got_grad is None:
         steps.append((say("s6"), "n/a", [say("s6.unknown")]))

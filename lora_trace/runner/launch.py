@@ -1,0 +1,108 @@
+"""`lora-trace run [--steps K] [--deep] [--out DIR] -- COMMAND...`: run COMMAND unchanged with tracing started in
+its Python processes, then read the runs they saved and print the verdict.
+
+Exit code: the script's own when it failed (a crash keeps its code; the diagnosis is written all the same);
+otherwise as `show`: 0 no error finding, 1 error findings (or no adapter was ever seen), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+from ..analysis.distributed import DistributedDiagnosis, unused_findings
+from ..analysis.steps import judge_steps
+from ..core.errors import BadInputError
+from ..core.printable import printable
+from ..core.serialize import load
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+_OURS = re.compile(r"^(step-\d+(\.model-\d+)?\.(json|svg)|run\.json|gathered\.json)$")
+
+
+def add_parser(verbs: argparse._SubParsersAction) -> None:
+    run = verbs.add_parser(
+        "run", help="run a training script unchanged and diagnose its first optimizer steps "
+        "(exit: the script's code if it failed, else 0 healthy / 1 LoRA problems)",
+        description="Run COMMAND (python train.py ..., torchrun ..., accelerate launch ...) unchanged. In every "
+        "Python process it starts, PyTorch's global module and optimizer hooks find the training steps; the first "
+        "K are traced, saved under --out (one folder per rank under torchrun) and reported here.")
+    run.add_argument("--steps", type=int, default=1, metavar="K", help="optimizer steps to trace (default 1)")
+    run.add_argument("--deep", action="store_true", help="deep mode: name the line that cuts a path (costs more)")
+    run.add_argument("--out", default="lora-trace-run", metavar="DIR", help="where runs go (default lora-trace-run)")
+    run.add_argument("--no-render", action="store_true", help="skip the SVG graph of each step")
+    run.add_argument("--lang", choices=("en", "zh"), default="en", help="report language")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
+
+
+def main(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise BadInputError("give the command to run after --, e.g. lora-trace run -- python train.py --epochs 1")
+    if args.steps < 1:
+        raise BadInputError(f"--steps takes a positive number of optimizer steps, got {args.steps}")
+    out = os.path.abspath(args.out)
+    _clear(out)
+    env = dict(os.environ)
+    env["LORA_TRACE_RUN"] = json.dumps({"out": out, "steps": args.steps, "deep": args.deep,
+                                        "render": not args.no_render})
+    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP, *filter(None, [env.get("PYTHONPATH")])])
+    try:
+        code = subprocess.call(command, env=env)
+    except FileNotFoundError:
+        raise BadInputError(f"cannot run {command[0]!r}: no such program") from None
+    return _verdict(out, code, args.lang)
+
+
+def _clear(out: str) -> None:
+    """Remove the runs an earlier `lora-trace run` left in `out` (only its own file names), so none is read twice."""
+    for folder in [out, *glob.glob(os.path.join(out, "rank-*"))]:
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if _OURS.match(name):
+                    os.remove(os.path.join(folder, name))
+
+
+def _steps_in(folder: str) -> list[Any]:
+    paths = glob.glob(os.path.join(folder, "step-*.json"))
+    paths = [p for p in paths if ".model-" not in p]
+    return [load(p) for p in sorted(paths, key=lambda p: int(re.findall(r"step-(\d+)", p)[-1]))]
+
+
+def _verdict(out: str, code: int, lang: str) -> int:
+    ranks = sorted(glob.glob(os.path.join(out, "rank-*")), key=lambda p: int(p.rsplit("-", 1)[-1]))
+    per_rank = [_steps_in(folder) for folder in ranks] if ranks else [_steps_in(out)]
+    per_rank = [steps for steps in per_rank if steps]
+    if not per_rank:
+        print(printable(f"\nlora-trace run: no training step was traced: no forward ran through a module holding "
+                        f"PEFT adapter layers{' before the script failed' if code else ''}. Was get_peft_model "
+                        "applied to the model that trains, in a Python process started by this command?"),
+              file=sys.stderr)
+        return code or 1
+    judged = [judge_steps(steps) for steps in per_rank]
+    if len(judged) == 1:
+        diagnosis = judged[0]
+        if len(per_rank[0]) > 1:
+            diagnosis.save(os.path.join(out, "run.json"))
+        print(printable("\n" + diagnosis.report(lang=lang)))
+        ok = diagnosis.ok
+    else:
+        gathered = DistributedDiagnosis(tuple(judged), unused_findings(tuple(judged)))
+        gathered.save(os.path.join(out, "gathered.json"))
+        print(printable("\n" + gathered.report(lang=lang)))
+        for rank, diagnosis in enumerate(judged[1:], start=1):  # rank 0's report is in the gathered one
+            if not diagnosis.ok:
+                print(printable(f"\nRank {rank}:\n" + diagnosis.report(lang=lang)))
+        ok = gathered.ok
+    print(printable(f"\nlora-trace run: runs saved under {out}"), file=sys.stderr)
+    if code:
+        return code
+    return 0 if ok else 1

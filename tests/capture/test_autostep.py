@@ -1,0 +1,98 @@
+"""The step finder behind `lora-trace run`, in process: global hooks only while needed, the right model, the
+optimizer found by its step hooks (also when the forward runs inside step(closure), as Lightning does)."""
+
+import copy
+
+import torch
+from torch.nn.modules import module as torch_module
+from torch.optim import optimizer as torch_optimizer
+
+import lora_trace
+from lora_trace.capture.autostep import AutoSteps
+
+from ..helpers import hook_snapshot
+
+
+def _model():
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    return get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+
+
+def _ids():
+    return torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _global_hooks():
+    return (len(torch_module._global_forward_pre_hooks), len(torch_module._global_forward_hooks),
+            len(torch_optimizer._global_optimizer_pre_hooks), len(torch_optimizer._global_optimizer_post_hooks))
+
+
+def _finder(steps=1):
+    seen = []
+    finder = AutoSteps(steps=steps, deep=False, on_step=lambda step, diagnoses, error: seen.append((step, diagnoses)))
+    finder.install()
+    return finder, seen
+
+
+def test_k_steps_traced_then_every_global_hook_is_gone():
+    before = _global_hooks()
+    model = _model()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    finder, seen = _finder(steps=2)
+    for _ in range(4):
+        model(input_ids=_ids(), labels=_ids()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert [step for step, _ in seen] == [0, 1] and finder.optimizer_steps == 2  # counting stops with the hooks
+    assert _global_hooks() == before and hook_snapshot(model) == hook_snapshot(_model())
+    for _, (diagnosis,) in seen:
+        assert diagnosis.ok and diagnosis.trace.optimizer_steps == 1 and diagnosis.trace.optimizer is not None
+
+
+def test_a_frozen_reference_copy_called_first_and_an_evaluation_are_not_the_model():
+    policy = _model()
+    reference = copy.deepcopy(policy).requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+    finder, seen = _finder()
+    policy.eval()
+    with torch.no_grad():
+        policy(input_ids=_ids())  # an evaluation before training: no step starts
+    policy.train()
+    assert not finder.tracing
+    with torch.no_grad():
+        reference(input_ids=_ids())
+    policy(input_ids=_ids(), labels=_ids()).loss.backward()
+    optimizer.step()
+    (_, diagnoses), = seen
+    (diagnosis,) = diagnoses
+    assert diagnosis.trace.sites[0].params[0].requires_grad and diagnosis.ok, diagnosis.report()
+
+
+def test_the_forward_inside_optimizer_step_closure_is_one_traced_step_with_its_optimizer():
+    model = _model()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    finder, seen = _finder()
+
+    def closure():
+        loss = model(input_ids=_ids(), labels=_ids()).loss
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    (_, (diagnosis,)), = seen
+    assert diagnosis.trace.optimizer_steps == 1 and diagnosis.trace.optimizer.updated, diagnosis.report()
+
+
+def test_a_model_the_script_traces_itself_is_left_to_it():
+    before = _global_hooks()
+    model = _model()
+    finder, seen = _finder()
+    with lora_trace.trace(model) as t:
+        model(input_ids=_ids(), labels=_ids()).loss.backward()
+    finder.finish(None)
+    assert t.diagnosis.ok and seen == [] and _global_hooks() == before
