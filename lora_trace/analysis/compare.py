@@ -53,6 +53,12 @@ class Comparison:
 
         return format_comparison(self)
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows this: the comparison's text, escaped, in the report's style (no script)."""
+        from ..present.html import text_fragment
+
+        return text_fragment("lora-trace diff", str(self))
+
 
 def as_diagnosis(run: Diagnosis | str | os.PathLike[str]) -> Diagnosis:
     return run if isinstance(run, Diagnosis) else load(run)

@@ -129,6 +129,12 @@ class Diagnosis:
     def __str__(self) -> str:
         return self.report()
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows this: the HTML report's content (escaped, no script), styles scoped to it."""
+        from ..present.html import render_fragment
+
+        return render_fragment(self)
+
     def save(self, path: str) -> None:
         from .serialize import save_diagnosis
 

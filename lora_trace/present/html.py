@@ -38,6 +38,38 @@ th{background:#f5f5f5} .finding{margin:8px 0;padding:8px 12px;border-left:4px so
 
 
 def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> str:
+    title, body = _body(diagnosis, lang, expand)
+    return "\n".join(["<!DOCTYPE html>", f'<html lang="{_esc(lang)}"><head><meta charset="utf-8">',
+                      f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>", *body,
+                      "</body></html>"]) + "\n"
+
+
+def render_fragment(diagnosis: Any, *, lang: str = "en") -> str:
+    """The page's content for a notebook cell (`Diagnosis._repr_html_`): styles scoped to its own block so the
+    notebook around it is untouched; no script, everything escaped, as on the page."""
+    _, body = _body(diagnosis, lang, False)
+    return "\n".join([f'<div class="lora-trace" lang="{_esc(lang)}"><style>{_scoped(_CSS)}</style>', *body, "</div>"])
+
+
+def text_fragment(title: str, text: str) -> str:
+    """A titled, escaped text block in the same style (`Comparison._repr_html_`)."""
+    return (f'<div class="lora-trace"><style>{_scoped(_CSS)}</style><h1>{_esc(title)}</h1>'
+            f"<pre>{_esc(text)}</pre></div>")
+
+
+def _scoped(css: str) -> str:
+    """Every rule of the page's stylesheet limited to `.lora-trace` (the page's `body` becomes the block)."""
+    rules = []
+    for rule in css.replace("\n", " ").split("}"):
+        if "{" in rule:
+            selectors, declarations = rule.split("{", 1)
+            scoped = ",".join(".lora-trace" if s.strip() == "body" else f".lora-trace {s.strip()}"
+                              for s in selectors.split(","))
+            rules.append(f"{scoped}{{{declarations}}}")
+    return "".join(rules)
+
+
+def _body(diagnosis: Any, lang: str, expand: bool) -> tuple[str, list[str]]:
     if lang not in LANGUAGES:
         raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
     trace = diagnosis.trace
@@ -49,9 +81,7 @@ def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> st
     title = say("html.title", lang, model=trace.model_class) + (f" [{trace.label}]" if trace.label else "")
     verdict = word("html.ok") if diagnosis.ok else word(
         "html.errors", count=len(diagnosis.codes("error")), code=diagnosis.root_cause.code)
-    parts = [
-        "<!DOCTYPE html>", f'<html lang="{esc(lang)}"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+    return title, [
         f"<h1>{esc(title)}</h1>",
         f'<div class="verdict {"good" if diagnosis.ok else "bad"}">{verdict}</div>',
         f"<h2>{word('html.findings')}</h2>", *[_finding(f, lang) for f in diagnosis.findings],
@@ -59,9 +89,7 @@ def render_html(diagnosis: Any, *, lang: str = "en", expand: bool = False) -> st
         f"<h2>{word('html.layers')}</h2>", _layer_table(diagnosis, lang),
         f"<h2>{word('html.norms')}</h2>", _norm_chart(diagnosis, lang),
         f"<h2>{word('html.report')}</h2>", f"<pre>{esc(diagnosis.report(lang=lang))}</pre>",
-        "</body></html>",
     ]
-    return "\n".join(parts) + "\n"
 
 
 def _finding(finding: Any, lang: str) -> str:

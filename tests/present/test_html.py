@@ -73,3 +73,34 @@ def test_the_console_check_can_fail(tmp_path):
     page.write_text("<html><body><script>console.error('boom')</script>ok</body></html>")
     _, console = open_page(page)
     assert any("boom" in line for line in console)
+
+
+def _notebook_page(tmp_path, fragment: str) -> pathlib.Path:
+    """A page the way Jupyter shows a cell's output: the fragment inside other content it must leave alone."""
+    page = tmp_path / "notebook.html"
+    page.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><h1 id="nb">Notebook</h1>'
+                    f'<div class="output">{fragment}</div><pre id="after">next cell</pre></body></html>')
+    return page
+
+
+def test_notebook_html_is_a_scoped_fragment_of_the_report():
+    diagnosis = lora_trace.load(GOLDEN / "demo-broken.run.json")
+    fragment = diagnosis._repr_html_()
+    assert fragment.startswith('<div class="lora-trace"') and fragment.endswith("</div>")
+    assert "<html" not in fragment and "<body" not in fragment and "<script" not in fragment
+    style = fragment.split("<style>")[1].split("</style>")[0]
+    assert all(rule.startswith(".lora-trace") for rule in style.split("}") if rule), style
+    assert "grad-disabled" in fragment and "<svg" in fragment and "Step-by-step report" in fragment
+    comparison = lora_trace.compare(GOLDEN / "demo-broken.run.json", GOLDEN / "demo-fixed.run.json")
+    assert "LoRA path differs" in comparison._repr_html_() and "<script" not in comparison._repr_html_()
+    assert EVIL not in evil_diagnosis()._repr_html_()
+
+
+@needs_browser
+def test_notebook_html_renders_in_chromium_and_runs_no_script(tmp_path):
+    evil = _notebook_page(tmp_path, evil_diagnosis()._repr_html_())
+    dom, console = open_page(evil)
+    assert console == [] and "<script>alert" not in dom and 'id="after"' in dom
+    diagnosis = lora_trace.load(GOLDEN / "demo-broken.run.json")
+    dom, console = open_page(_notebook_page(tmp_path, diagnosis._repr_html_()))
+    assert console == [] and "grad-disabled" in dom and "<svg" in dom and 'id="nb">Notebook<' in dom
