@@ -21,7 +21,7 @@ from typing import Any
 from . import chain, cli, machine, report
 from .runner import EXACT_MALLOC, ROOT, run_job
 
-SECTIONS = ("overhead", "tools", "peer", "scale", "cli", "chain")
+SECTIONS = ("overhead", "watch", "tools", "peer", "scale", "cli", "chain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,11 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
                             warmup=1, profile=True)
             for model in ("medium", "narrow-32")
         }
+    if "watch" in sections:
+        _progress("watch: a whole training step, watched and not, at three model sizes")
+        results["watch"] = {model: _job(f"watch on {model}", "watch", model, rounds=plan.overhead_rounds,
+                                        warmup=1 if plan.quick else 2)
+                            for model in ("qwen2-16", "medium", "narrow-32")}
     if "tools" in sections:
         _progress("tools: the same step under each tool, on qwen2-16")
         results["tools"] = []

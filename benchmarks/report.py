@@ -26,7 +26,8 @@ def _mb(value: float | None) -> str:
 
 def render(results: dict[str, Any]) -> str:
     targets = evaluate(results)
-    parts = [_header(results), _targets(targets), _overhead(results), _tools(results), _peer(results), _init(results),
+    parts = [_header(results), _targets(targets), _overhead(results), _watch(results), _tools(results), _peer(results),
+             _init(results),
              _scale(results), _cli(results), _chain(results), _failures(targets), _method(results)]
     return "\n".join(p for p in parts if p).rstrip() + "\n"
 
@@ -63,6 +64,27 @@ def _targets(targets: list[Target]) -> str:
     if failed:
         lines += ["", f"{len(failed)} of {len(targets)} targets fail: " + ", ".join(t.name for t in failed)
                   + ". Why: see [Failing targets](#failing-targets)."]
+    return "\n".join(lines) + "\n"
+
+
+def _watch(results: dict[str, Any]) -> str:
+    jobs = results.get("watch", {})
+    if not jobs:
+        return ""
+    lines = ["## Watching a whole run", "",
+             "A whole training step (forward, backward, SGD step, zero_grad), inside `lora_trace.watch(model, "
+             "optimizer=opt)` and on an unwatched copy of the model, interleaved. The watch adds no forward or "
+             "backward hook; it reads `.grad` marks and adapter flags at the optimizer's step.", "",
+             "| model | LoRA modules | plain step s | watched s | x plain (median of pairs) | x plain (ratio of "
+             "medians) | symptoms on this healthy run |", "|---|---|---|---|---|---|---|"]
+    for model, job in jobs.items():
+        if "error" in job:
+            lines.append(f"| {model} | error: {job['error']} | | | | | |")
+            continue
+        plain, watched = job["variants"]["plain"], job["variants"]["lora_trace-watch"]
+        lines.append(f"| {model} | {job['lora_modules']} | {_s(plain['median_s'])} | {_s(watched['median_s'])} | "
+                     f"{_x(watched['median_pair_ratio'])} | {_x(watched['ratio_of_medians'])} | "
+                     f"{len(job['symptoms'])} |")
     return "\n".join(lines) + "\n"
 
 

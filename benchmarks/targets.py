@@ -128,6 +128,13 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         _overhead_target(results, "medium", "lora_trace-deep", 1.50, "deep trace on \"medium\""),
         _overhead_target(results, "narrow-32", "lora_trace-deep", 1.50, "deep trace on the 320-LoRA model"),
     ]
+    watch = results.get("watch", {}).get("narrow-32")
+    goal = "<= 1.02x a plain training step"
+    if watch and "variants" in watch:
+        ratio = watch["variants"]["lora_trace-watch"]["median_pair_ratio"]
+        targets.append(Target("watch per step, 320-LoRA model", goal, f"{ratio:.3f}x", _status(ratio <= 1.02)))
+    else:
+        targets.append(_missing("watch per step, 320-LoRA model", goal))
     torchlens, deep = _tool(results, "torchlens"), _tool(results, "lora_trace-deep")
     goal = ">= 5x cheaper than TorchLens (deep mode, qwen2-16)"
     if torchlens and deep:

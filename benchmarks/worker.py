@@ -19,8 +19,10 @@ def _jobs() -> dict[str, Callable[..., dict[str, Any]]]:
     from .compare import compare_job
     from .peer import peer_job
     from .scale import lora_count_job, meta7b_job
+    from .watching import watch_job
 
-    return {"compare": compare_job, "meta7b": meta7b_job, "lora_count": lora_count_job, "peer": peer_job}
+    return {"compare": compare_job, "meta7b": meta7b_job, "lora_count": lora_count_job, "peer": peer_job,
+            "watch": watch_job}
 
 
 def main(argv: list[str]) -> int:

@@ -27,6 +27,7 @@ from .core.findings import Code, Diagnosis, Finding, Severity
 from .core.serialize import load
 
 if TYPE_CHECKING:
+    from .capture.monitor import Monitor
     from .capture.tracer import Tracer
 
 __version__ = "0.1.0"
@@ -56,6 +57,20 @@ def diagnose(model: Any, step: Any, *, optimizer: Any = None, scaler: Any = None
     from .capture.dry_run import diagnose as dry_run
 
     return dry_run(model, step, optimizer=optimizer, scaler=scaler, scheduler=scheduler, label=label, steps=steps)
+
+
+def watch(model: Any, *, optimizer: Any, deep: bool = False, max_traces: int = 3) -> Monitor:
+    """Leave it on for a whole run: per step only a counter per trainable adapter parameter and a few flags read
+    at the optimizer's step. A step with a symptom (an adapter parameter with no gradient, lr 0, an adapter
+    switched, merged, disabled or frozen) gets the next step traced in full; read `.symptoms`, `.diagnoses`.
+
+        with lora_trace.watch(model, optimizer=opt) as w:
+            for batch in loader: train_step(batch)
+        print(w)
+    """
+    from .capture.monitor import Monitor
+
+    return Monitor(model, optimizer=optimizer, deep=deep, max_traces=max_traces)
 
 
 _LAZY = {"Tracer": ("lora_trace.capture.tracer", "Tracer"), "fixes": ("lora_trace.fixes", None),
@@ -92,4 +107,5 @@ __all__ = [
     "integrations",
     "load",
     "trace",
+    "watch",
 ]

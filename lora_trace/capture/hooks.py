@@ -36,9 +36,10 @@ class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
     def __init__(self, rec: Recording, keep: Callable[[RemovableHandle], None], *,
-                 before_write: Callable[[Any], None] | None = None) -> None:
+                 before_write: Callable[[Any], None] | None = None, optimizer_hooks: bool = True) -> None:
         self.rec = rec
         self._keep = keep
+        self._optimizer_hooks = optimizer_hooks  # False: the caller forwards the step hooks (watch())
         self.watch: PathWatch | None = None
         self._before_write = before_write
         self._site_of = {p.name: site.module for site in rec.found.sites for p in site.params}
@@ -57,7 +58,7 @@ class StepHooks:
         self._watch_enclosing()
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
-        if rec.optimizer is not None:
+        if rec.optimizer is not None and self._optimizer_hooks:
             self.watch_optimizer(rec.optimizer)
         for name, param in rec.found.lora_params():
             if param.requires_grad:
@@ -198,8 +199,14 @@ class StepHooks:
             self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
 
     def watch_optimizer(self, optimizer: Any) -> None:
-        self._keep(optimizer.register_step_pre_hook(self._step_pre_hook))
-        self._keep(optimizer.register_step_post_hook(self._step_hook))
+        if self._optimizer_hooks:
+            self._keep(optimizer.register_step_pre_hook(self._step_pre_hook))
+            self._keep(optimizer.register_step_post_hook(self._step_hook))
+
+    def forwarded_step(self, optimizer: Any, *, before: bool) -> None:
+        """The optimizer's step hooks, called by whoever holds them (watch(): a monitor must not add or remove
+        optimizer hooks while the optimizer iterates over them)."""
+        (self._step_pre_hook if before else self._step_hook)(optimizer, (), {})
 
     def _step_pre_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """The learning rates the update uses (a scheduler may change them right after the step)."""

@@ -89,6 +89,14 @@ def adapter_state(layer: Any) -> AdapterState:
     return AdapterState(active, bool(layer.disable_adapters), bool(layer.merged), zero)
 
 
+def adapter_flags(layer: Any) -> tuple[Any, ...]:
+    """What `adapter_state` depends on, read as plain attributes (a few hundred layers per step for watch())."""
+    active = getattr(layer, "_active_adapter", None)
+    scaling = getattr(layer, "scaling", None)
+    return (tuple(active) if isinstance(active, list) else active, getattr(layer, "_disable_adapters", None),
+            tuple(getattr(layer, "merged_adapters", ())), tuple(scaling.items()) if isinstance(scaling, dict) else None)
+
+
 def unsupported_tuners(layers: dict[str, nn.Module], named: Named) -> tuple[tuple[str, int], ...]:
     """(tuner, layer count) of the adapter `layers` lora-trace does not reason about, and of prompt-learning
     adapters (no layer at all: a prompt encoder on a PeftModel), which get only the configuration checks."""

@@ -43,13 +43,14 @@ class Tracer:
 
     def __init__(self, model: object, *, optimizer: torch.optim.Optimizer | None = None, deep: bool = False,
                  label: str | None = None, scaler: Any = None,
-                 before_write: Callable[[Any], None] | None = None) -> None:
+                 before_write: Callable[[Any], None] | None = None, optimizer_hooks: bool = True) -> None:
         self._root = unwrap(model)
         self._compiled = is_compiled(model)
         self._optimizer = unwrap_optimizer(optimizer)
         self._scaler = scaler
         self._deep = deep
         self._before_write = before_write  # the dry run: called before the step writes a tensor in place
+        self._optimizer_hooks = optimizer_hooks  # False: the caller forwards them with optimizer_step()
         self._label = label
         self._handles = HandleGroup()
         self._hooks: StepHooks | None = None
@@ -87,7 +88,8 @@ class Tracer:
         rec = Recording(found=found, deep=self._deep, label=self._label, compiled=self._compiled,
                         optimizer=self._optimizer, scaler=self._scaler, eval_modules=_eval_modules(found),
                         start=optimizer_start(found, self._optimizer, self._scaler))
-        self._hooks = StepHooks(rec, self._handles.keep, before_write=self._before_write)
+        self._hooks = StepHooks(rec, self._handles.keep, before_write=self._before_write,
+                                optimizer_hooks=self._optimizer_hooks)
         self._hooks.install()
         self._installed = True
 
@@ -123,6 +125,11 @@ class Tracer:
         self._optimizer = rec.optimizer = unwrap_optimizer(optimizer)
         rec.start = adopted_start(rec.start, self._found, self._optimizer)
         self._hooks.watch_optimizer(self._optimizer)
+
+    def optimizer_step(self, *, before: bool) -> None:
+        """Forwarded optimizer step hooks (a tracer made with optimizer_hooks=False)."""
+        if self._hooks is not None and self._optimizer is not None:
+            self._hooks.forwarded_step(self._optimizer, before=before)
 
     def entered_model(self) -> None:
         """The tracer was opened from inside the model's own call (a global pre-hook): the model's own

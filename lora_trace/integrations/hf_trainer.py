@@ -29,14 +29,19 @@ class LoraTraceCallback(TrainerCallback):
     raise_on_error: raise `lora_trace.AdapterProblemError` there instead, so a script or a CI job fails loudly.
     deep: trace with the deep mode (finds the line that cuts a path; costs more).
     output_dir: where runs go (default: `<args.output_dir>/lora-trace`).
+    watch: also watch the whole run (`lora_trace.watch`): cheap counters on every step; a step showing a symptom
+    (an adapter parameter with no gradient, lr 0, an adapter switched or frozen) is logged and the next one
+    traced in full, saved as `watch-step-N.json`. `callback.monitor` holds its symptoms and diagnoses.
 
     `diagnoses` holds (global step, Diagnosis) for every traced step, a crashed one too (its
     `diagnosis.complete` is False); `crashed` is that crashed step's diagnosis, or None.
     """
 
     def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
-                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False) -> None:
+                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False,
+                 watch: bool = False) -> None:
         self.output_dir = output_dir
+        self.watch = watch
         self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
                                   raise_on_error=raise_on_error, deep=deep, render=render)
 
@@ -48,23 +53,32 @@ class LoraTraceCallback(TrainerCallback):
     def crashed(self) -> Any:
         return self._steps.crashed
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    @property
+    def monitor(self) -> Any:
+        return self._steps.monitor
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
+                       **kwargs: Any) -> None:
         self.close()  # a step of an earlier train() call that raised
+        if self.watch and model is not None:
+            self._steps.start_watch(model, optimizer=optimizer, folder=self._folder(args),
+                                    writes=bool(state.is_world_process_zero))
+            atexit.register(self.close)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                       **kwargs: Any) -> None:
-        self.close()
+        self._crashed_step(getattr(sys, "last_value", None))
         if model is None or not self._steps.due(state.global_step):
             return
-        folder = self.output_dir or os.path.join(args.output_dir, "lora-trace")
-        self._steps.start(model, optimizer=optimizer, step=state.global_step, folder=folder,
+        self._steps.start(model, optimizer=optimizer, step=state.global_step, folder=self._folder(args),
                           writes=bool(state.is_world_process_zero))
         atexit.register(self.close)  # the step may raise: then nothing but exit would call us again
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if not self._steps.open:
             return control
-        atexit.unregister(self.close)
+        if self._steps.monitor is None:
+            atexit.unregister(self.close)
         step = self._steps.step
         diagnosis = self._steps.finish(None)
         if self._steps.act_on(step, diagnosis):
@@ -72,13 +86,20 @@ class LoraTraceCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.close()
+        self.close(finished=True)
 
-    def close(self) -> Any:
+    def close(self, *, finished: bool = False) -> Any:
         """Diagnose a traced step that never ended (training raised inside it): remove its hooks, log,
-        save and keep its diagnosis; returns it (None when no step was left open)."""
+        save and keep its diagnosis; returns it (None when no step was left open). Ends a watch too."""
+        atexit.unregister(self.close)
+        error = None if finished else getattr(sys, "last_value", None)  # the exception that reached the top level
+        self._steps.stop_watch(error)
+        return self._crashed_step(error)
+
+    def _crashed_step(self, error: BaseException | None = None) -> Any:
         if not self._steps.open:
             return None
-        atexit.unregister(self.close)
-        error = getattr(sys, "last_value", None)  # set when the exception reached the top level (a script)
         return self._steps.finish(error or StepCrashedError("the traced training step raised"))
+
+    def _folder(self, args: Any) -> str:
+        return self.output_dir or os.path.join(args.output_dir, "lora-trace")

@@ -24,12 +24,16 @@ class LoraTraceLightningCallback(Callback):
     raise_on_error: raise `lora_trace.AdapterProblemError` there instead.
     deep: trace with the deep mode (finds the line that cuts a path; costs more).
     output_dir: where runs go (default: `<trainer.log_dir>/lora-trace`, else under `default_root_dir`).
+    watch: also watch the whole run (`lora_trace.watch`): a step showing a symptom is logged and the next one
+    traced in full (`watch-step-N.json`); `callback.monitor` holds the symptoms and diagnoses.
     `diagnoses`: (global step, Diagnosis) of every traced step; `crashed`: a step that raised, or None.
     """
 
     def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
-                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False) -> None:
+                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False,
+                 watch: bool = False) -> None:
         self.output_dir = output_dir
+        self.watch = watch
         self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
                                   raise_on_error=raise_on_error, deep=deep, render=render)
 
@@ -41,14 +45,28 @@ class LoraTraceLightningCallback(Callback):
     def crashed(self) -> Any:
         return self._steps.crashed
 
+    @property
+    def monitor(self) -> Any:
+        return self._steps.monitor
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.watch and len(trainer.optimizers) == 1:
+            self._steps.start_watch(pl_module, optimizer=trainer.optimizers[0], folder=self._folder(trainer),
+                                    writes=trainer.is_global_zero)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._steps.stop_watch(None)
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         if self._steps.open or not self._steps.due(step) or any(s == step for s, _ in self.diagnoses):
             return
         optimizers = trainer.optimizers
-        folder = self.output_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "lora-trace")
         self._steps.start(pl_module, optimizer=optimizers[0] if len(optimizers) == 1 else None, step=step,
-                          folder=folder, writes=trainer.is_global_zero)
+                          folder=self._folder(trainer), writes=trainer.is_global_zero)
+
+    def _folder(self, trainer: Any) -> str:
+        return self.output_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "lora-trace")
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._steps.open and trainer.global_step > self._steps.step:
@@ -58,9 +76,11 @@ class LoraTraceLightningCallback(Callback):
         self._finish(trainer)  # an accumulation window the epoch cut short
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._steps.stop_watch(exception)
         self._steps.finish(exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._steps.stop_watch(None)
         self._steps.finish(None)
 
     def _finish(self, trainer: Any) -> None:

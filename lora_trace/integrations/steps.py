@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..capture.monitor import Monitor
 from ..capture.tracer import Tracer
 from ..core.errors import AdapterProblemError
 from .summary import log_summary, save_artefacts
@@ -32,6 +33,7 @@ class TracedSteps:
         self.render = render
         self.diagnoses: list[tuple[int, Any]] = []  # (step, Diagnosis) of every traced step
         self.crashed: Any = None  # the diagnosis of a step that raised
+        self.monitor: Monitor | None = None  # watch=True: the run-long monitor (symptoms, steps traced after one)
         self._tracer: Tracer | None = None
         self._step, self._folder, self._writes = 0, "", False
 
@@ -69,6 +71,24 @@ class TracedSteps:
             saved = save_artefacts(diagnosis, self._folder, f"step-{self._step}", render=self.render)
         log_summary(logger, f"step {self._step}", diagnosis, saved)
         return diagnosis
+
+    def start_watch(self, model: Any, *, optimizer: Any, folder: str, writes: bool) -> None:
+        """A run-long `lora_trace.watch()`: each symptom logged, the step after it traced, saved and logged."""
+        if self.monitor is not None or optimizer is None:
+            return
+
+        def traced(step: int, diagnosis: Any) -> None:
+            saved = save_artefacts(diagnosis, folder, f"watch-step-{step}", render=self.render) if writes else None
+            log_summary(logger, f"watch, step {step} (after a symptom)", diagnosis, saved)
+
+        self.monitor = Monitor(model, optimizer=optimizer, deep=self.deep, on_diagnosis=traced,
+                               on_symptom=lambda s: logger.warning("lora-trace watch: %s; tracing the next step", s))
+        self.monitor.__enter__()
+
+    def stop_watch(self, error: BaseException | None = None) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            monitor.__exit__(type(error) if error is not None else None, error, None)
 
     def act_on(self, step: int, diagnosis: Any) -> bool:
         """Raise on an error finding when asked; True when the loop should stop."""

@@ -177,3 +177,38 @@ def test_the_log_line_is_info_when_healthy_and_names_the_warnings(tmp_path, capl
     assert level == logging.INFO and line.startswith("lora-trace step 0: ok - report: lora-trace show "), line
     level, line = run(["q_proj", "v_prj"])
     assert level == logging.WARNING and line.startswith("lora-trace step 0: ok, with warnings: target-"), line
+
+
+def test_watch_notes_an_adapter_frozen_mid_run_and_traces_the_next_step(tmp_path, caplog):
+    """watch=True: counters on every step; a callback freezing layer 1's LoRA at step 3 is a state change,
+    logged, and step 4 is traced in full (lora-frozen) and saved."""
+    import logging
+
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = _example().build(False)
+    before = hook_snapshot(model)
+
+    class FreezeLayer1(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                for name, param in model.named_parameters():
+                    if "layers.1." in name and "lora_" in name:
+                        param.requires_grad_(False)
+
+    ids = torch.randint(0, 64, (12, 12), generator=torch.Generator().manual_seed(0))
+    callback = LoraTraceCallback(watch=True, render=False)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    with caplog.at_level(logging.INFO, logger="lora_trace"):
+        Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                callbacks=[FreezeLayer1(), callback]).train()
+    assert [step for step, _ in callback.diagnoses] == [0] and callback.monitor is None  # ended with the run
+    symptom_lines = [r.getMessage() for r in caplog.records if "lora-trace watch: step" in r.getMessage()]
+    assert symptom_lines and "state-change" in symptom_lines[0], symptom_lines
+    saved = lora_trace.load(tmp_path / "lora-trace" / "watch-step-4.json")
+    assert saved.root_cause.code == "lora-frozen"
+    assert hook_snapshot(model) == before

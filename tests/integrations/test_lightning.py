@@ -97,3 +97,17 @@ def test_an_accumulation_window_is_one_traced_step_and_every_n_counts_optimizer_
     for _, diagnosis in callback.diagnoses:
         assert diagnosis.trace.optimizer_steps == 1 and diagnosis.ok, diagnosis.report()
         assert {a.count for a in diagnosis.trace.arrivals} == {2}  # both micro-batches' gradients
+
+
+def test_watch_notes_a_learning_rate_schedule_that_reaches_zero(tmp_path):
+    class Decaying(TinyLM):
+        def configure_optimizers(self):
+            optimizer = super().configure_optimizers()
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 2 else 0.0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    callback = LoraTraceLightningCallback(watch=True, render=False)
+    trainer = _fit(tmp_path, Decaying(), callback, max_steps=5)
+    assert callback.monitor is None  # ended with the run
+    saved = lora_trace.load(f"{trainer.log_dir}/lora-trace/watch-step-3.json")
+    assert saved.codes("warning") == ("not-updated",) and saved.trace.optimizer_steps == 1

@@ -1,0 +1,185 @@
+"""`lora_trace.watch(model, optimizer=opt)`: cheap enough to leave on for a whole run.
+
+It adds no hook to the forward or the backward: at the optimizer's step it reads, per adapter parameter,
+whether `.grad` is there and whether it changed since the last step (its tensor and version counter), and a
+few flags per adapter layer. No tensor value is read, so the device is never synchronised. A step
+that shows a symptom is noted: a trainable adapter parameter with no gradient, a learning rate of 0 on
+the adapter's parameters, or an adapter switched, merged, disabled or frozen since the last step. The next
+step is then traced in full, with the ordinary tracer, and both are reported. Each distinct symptom
+triggers once, and at most `max_traces` steps are traced in full, so a symptom that repeats every step
+costs one full trace.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..core.errors import BadInputError, TraceStateError
+from .discovery import discover, unwrap_optimizer
+from .peft import adapter_flags
+from .tracer import Tracer
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """What one step showed: `kind` is "no-grad" | "lr-zero" | "state-change" | "not-in-optimizer"."""
+
+    step: int
+    kind: str
+    detail: str
+    modules: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"step {self.step}: {self.kind}: {self.detail}"
+
+
+class Monitor:
+    """The context manager `lora_trace.watch()` returns; read `symptoms` and `diagnoses` (step, Diagnosis)."""
+
+    def __init__(self, model: nn.Module, *, optimizer: Any, deep: bool = False, max_traces: int = 3,
+                 on_symptom: Callable[[Symptom], None] | None = None,
+                 on_diagnosis: Callable[[int, Any], None] | None = None) -> None:
+        if optimizer is None:
+            raise BadInputError("lora_trace.watch() needs the optimizer: its step() marks where a step ends")
+        self._model = model
+        self._optimizer = unwrap_optimizer(optimizer)
+        self.deep = deep
+        self.max_traces = max_traces
+        self._on_symptom, self._on_diagnosis = on_symptom, on_diagnosis  # what an integration logs and saves
+        self.steps = 0  # optimizer steps seen
+        self.symptoms: list[Symptom] = []
+        self.diagnoses: list[tuple[int, Any]] = []
+        self._handles: list[Any] = []
+        self._seen: set[tuple[str, tuple[str, ...]]] = set()
+        self._tracer: Tracer | None = None
+        self._due = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def __enter__(self) -> Monitor:
+        found = discover(self._model)
+        by_name = dict(found.lora_params())
+        self._layer_params = {site.module: (found.lora[site.module], [by_name[p.name] for p in site.params
+                                                                       if p.name in by_name])
+                              for site in found.sites}
+        self._module_of = {p.name: site.module for site in found.sites for p in site.params}
+        self._params = [(name, p) for name, p in found.lora_params()]
+        self._grads = self._grad_marks()
+        try:
+            self._handles.append(self._optimizer.register_step_pre_hook(self._before_step))
+            self._handles.append(self._optimizer.register_step_post_hook(self._after_step))
+        except BaseException:
+            self._remove()
+            raise
+        self._state = self._states()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        tracer, self._tracer = self._tracer, None
+        try:
+            if tracer is not None:  # the run ended inside the step traced in full: keep what it saw
+                error = exc or RuntimeError("the run ended inside the step traced in full")
+                tracer.__exit__(type(error), error, None)
+                self._keep(self.steps, tracer.diagnosis)
+        finally:
+            self._remove()
+
+    def _remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    # -- hooks --------------------------------------------------------------------------------------------
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._tracer is not None:
+            self._tracer.optimizer_step(before=True)
+            return  # the full trace judges this step
+        self._check(optimizer)
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        step, self.steps = self.steps, self.steps + 1
+        self._grads = self._grad_marks()
+        tracer, self._tracer = self._tracer, None
+        if tracer is not None:  # the step traced in full ended
+            tracer.optimizer_step(before=False)
+            tracer.__exit__(None, None, None)
+            self._keep(step, tracer.diagnosis)
+            self._state = self._states()
+        if self._due and len(self.diagnoses) < self.max_traces:
+            self._due = False
+            # Its optimizer hooks are ours, forwarded: nothing is added to or removed from the optimizer's
+            # hook tables while it iterates over them.
+            tracer = Tracer(self._model, optimizer=self._optimizer, deep=self.deep, label=f"step-{self.steps}",
+                            optimizer_hooks=False)
+            try:
+                tracer.__enter__()
+            except TraceStateError:
+                return  # traced already (a lora-trace callback on this step)
+            self._tracer = tracer
+
+    def _check(self, optimizer: Any) -> None:
+        step = self.steps
+        # No gradient since the last step: .grad is None (zero_grad(set_to_none=True) or never), or the same
+        # tensor at the same version (nothing accumulated into it, nothing zeroed it in place).
+        starved = [name for (name, p), mark in zip(self._params, self._grads, strict=True)
+                   if p.requires_grad and (p.grad is None or (mark is not None and mark[0]() is p.grad
+                                                              and mark[1] == p.grad._version))]
+        if starved:
+            self._note(step, "no-grad", f"{len(starved)} trainable adapter parameters got no gradient",
+                       self._modules(starved))
+        held = {id(p): group.get("lr") for group in optimizer.param_groups for p in group["params"]}
+        zero_lr = [name for name, p in self._params if p.requires_grad and held.get(id(p), None) == 0]
+        if zero_lr:
+            self._note(step, "lr-zero", f"learning rate 0 for {len(zero_lr)} adapter parameters",
+                       self._modules(zero_lr), once=True)
+        missing = [name for name, p in self._params if p.requires_grad and id(p) not in held]
+        if missing:
+            self._note(step, "not-in-optimizer", f"{len(missing)} trainable adapter parameters are not in the "
+                       "optimizer", self._modules(missing), once=True)
+        state = self._states()
+        changed = sorted(name for name, now in state.items() if self._state.get(name) != now)
+        if changed:
+            self._note(step, "state-change", f"{len(changed)} adapter layers changed state (active, merged, "
+                       "disabled or requires_grad) since the last step", tuple(changed))
+        self._state = state
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _keep(self, step: int, diagnosis: Any) -> None:
+        self.diagnoses.append((step, diagnosis))
+        if self._on_diagnosis is not None:
+            self._on_diagnosis(step, diagnosis)
+
+    def _note(self, step: int, kind: str, detail: str, modules: tuple[str, ...], *, once: bool = False) -> None:
+        key = (kind, () if once else modules)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        symptom = Symptom(step, kind, detail, modules)
+        self.symptoms.append(symptom)
+        self._due = True
+        if self._on_symptom is not None:
+            self._on_symptom(symptom)
+
+    def _modules(self, params: list[str]) -> tuple[str, ...]:
+        return tuple(sorted({self._module_of.get(p, p.rsplit(".", 2)[0]) for p in params}))
+
+    def _grad_marks(self) -> list[tuple[weakref.ref, int] | None]:
+        """Each `.grad` as the step left it: a weak reference (an id could be reused by the next step's new
+        tensor) and its version counter."""
+        return [None if p.grad is None else (weakref.ref(p.grad), p.grad._version) for _, p in self._params]
+
+    def _states(self) -> dict[str, tuple[Any, ...]]:
+        """Per adapter layer: its adapter flags and which of its parameters require grad (attribute reads)."""
+        return {name: (adapter_flags(layer), tuple(p.requires_grad for p in params))
+                for name, (layer, params) in self._layer_params.items()}
+
+    def __str__(self) -> str:
+        lines = [f"lora-trace watch: {self.steps} steps, {len(self.symptoms)} symptoms, "
+                 f"{len(self.diagnoses)} steps traced in full"]
+        lines += [f"  {symptom}" for symptom in self.symptoms]
+        for step, diagnosis in self.diagnoses:
+            lines += ["", f"Step {step}, traced in full:", diagnosis.report()]
+        return "\n".join(lines)
