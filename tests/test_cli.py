@@ -171,3 +171,16 @@ def test_targets_takes_a_model_folder_and_a_model_id_from_the_local_cache_only(t
 def test_inspect_is_a_verb_of_the_command_line(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "no-such-adapter")]) == 2
     assert capsys.readouterr().err.startswith("lora-trace: ")
+
+
+def test_targets_expands_all_linear_as_peft_does(tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64, architectures=["Qwen2ForCausalLM"])
+    config.save_pretrained(tmp_path)
+    truth = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(target_modules="all-linear"))
+    adapted = sum(1 for _, m in truth.named_modules() if hasattr(m, "lora_A"))
+    assert main(["targets", str(tmp_path), "--target-modules", "all-linear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["modules"] == adapted == 14

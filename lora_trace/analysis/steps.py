@@ -22,8 +22,34 @@ def judge_steps(diagnoses: list[Diagnosis]) -> Diagnosis:
             if finding.code != Code.SKIPPED_BY_MODEL.value:
                 findings.setdefault((finding.code, finding.location), finding)
     findings.update({(f.code, "steps"): f for f in _skips_across(facts)})
+    _schedule_across(diagnoses, findings)
     return Diagnosis(fold_findings(order_findings(list(findings.values()))), diagnoses[-1].trace,
                      steps=tuple(d.trace for d in diagnoses))
+
+
+def _schedule_across(diagnoses: list[Diagnosis], findings: dict[tuple[str, str | None], Finding]) -> None:
+    """A learning rate of 0 is a warm-up's start or a schedule that has reached 0. One step cannot tell which,
+    but K steps can. Steps that did not update followed by steps that did are a warm-up, so the warning goes.
+    A step that did not update after one that did means the schedule has ended the training, which is an
+    error."""
+    key = (Code.NOT_UPDATED.value, None)
+    warned = findings.get(key)
+    if warned is None or warned.severity != Severity.WARNING.value:
+        return
+    updated = [bool(d.trace.optimizer and d.trace.optimizer.updated) for d in diagnoses]
+    stalled = [any(f.code == Code.NOT_UPDATED.value for f in d.findings) for d in diagnoses]
+    first_stall = stalled.index(True)
+    if any(updated[:first_stall]):
+        last = next(i for i in range(first_stall - 1, -1, -1) if updated[i])
+        findings[key] = make_finding(
+            Code.NOT_UPDATED, Severity.ERROR, text("not-updated.decayed", updated=last, stalled=first_stall,
+                                                   steps=len(diagnoses), modules=listing(warned.modules)),
+            text("not-updated.decayed.fix"), modules=warned.modules, regions=warned.regions,
+            evidence={**warned.evidence, "last_updated_step": last, "first_stalled_step": first_stall})
+        return
+    learning = next((i for i in range(first_stall, len(diagnoses)) if updated[i]), None)
+    if learning is not None and not any(stalled[learning:]):
+        del findings[key]  # a warm-up: the first steps held still, the later ones learn
 
 
 def _skips_across(facts: list[Facts]) -> list[Finding]:

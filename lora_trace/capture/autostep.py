@@ -61,7 +61,7 @@ class AutoSteps:
         """End a step left open (the script raised in it, or ended before its optimizer step)."""
         self.uninstall()
         if self._tracers:
-            self._close(self._tracers, error)
+            self._close(_outermost(list(self._tracers)), error)
 
     # -- hooks ---------------------------------------------------------------------------------------------
     def _pre(self, module: nn.Module, args: Any) -> None:
@@ -96,10 +96,13 @@ class AutoSteps:
         if not self._tracers:
             return
         held = _held(optimizer)
-        for tracer in self._tracers:
-            if _updates(held, tracer):
-                tracer.adopt_optimizer(optimizer)
-                self._optimizer = optimizer
+        updated = [t for t in self._tracers if _updates(held, t)]
+        # An optimizer that updates none of the models is still the step's optimizer when no other was met:
+        # then the adapters are simply not in it (the optimizer built for the head only), which is the finding.
+        for tracer in updated or ([] if self._optimizer is not None else self._tracers):
+            tracer.adopt_optimizer(optimizer)
+        if updated or self._optimizer is None:
+            self._optimizer = optimizer
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._stepping = None
@@ -108,8 +111,8 @@ class AutoSteps:
             return
         held = _held(optimizer)
         updated = [t for t in self._tracers if _updates(held, t)]
-        if updated or self._optimizer is None:
-            self._close(updated or list(self._tracers), None)
+        if updated or optimizer is self._optimizer:
+            self._close(_outermost(updated or list(self._tracers)), None)
 
     def _close(self, kept: list[Tracer], error: BaseException | None) -> None:
         tracers, self._tracers = self._tracers, []
@@ -120,6 +123,13 @@ class AutoSteps:
         if self.done >= self.steps:
             self.uninstall()
         self.on_step(step, [t.diagnosis for t in kept], error)
+
+
+def _outermost(tracers: list[Tracer]) -> list[Tracer]:
+    """Drop a model traced inside another one traced too (TRL's GRPO generates through the base model, then
+    trains through the PeftModel around it): one run per model the user knows."""
+    inside = {id(t): {id(m) for m in t.model.modules()} for t in tracers}
+    return [t for t in tracers if not any(o is not t and id(t.model) in inside[id(o)] for o in tracers)]
 
 
 def _held(optimizer: Any) -> set[int]:

@@ -17,6 +17,7 @@ from ..core.messages import say
 from ..core.records import TargetEntry
 from ..core.regions import region_of
 from .matching import candidate_modules, candidate_parameters, entry_table, matches, parameter_matches
+from .peft import expand_all_linear
 
 
 def config_path(spec: str) -> str:
@@ -103,12 +104,21 @@ def coverage(model: nn.Module, *, target_modules: list[str] | str | None,
             except re.error as error:
                 raise BadInputError(f"{pattern!r} is not a valid regex ({error}); PEFT fullmatches a string "
                                     "target against each module name") from None
+    if target_modules == ["all-linear"]:  # PEFT's shorthand, a string in a LoraConfig
+        target_modules = "all-linear"
     config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules,
                         target_parameters=list(target_parameters) if target_parameters else None)
+    shorthand = target_modules == "all-linear"
+    if shorthand:
+        config = expand_all_linear(config, model)
     modules = candidate_modules(model)
     selected = tuple(matches(config, modules)) if target_modules else ()
     parameters = candidate_parameters(model) if target_parameters else None
-    return Coverage(type(model).__name__, entry_table(config, modules, parameters=parameters), selected,
+    entries = entry_table(config, modules, parameters=parameters)
+    if shorthand:  # one row for the shorthand, as the user wrote it, not one per layer it expands to
+        entries = (TargetEntry("", "default", "all-linear", "all-linear", selected),
+                   *(e for e in entries if e.kind == "parameter"))
+    return Coverage(type(model).__name__, entries, selected,
                     3 if use_dora else 2,
                     tuple(parameter_matches(target_parameters, parameters)) if parameters is not None else ())
 

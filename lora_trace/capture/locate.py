@@ -16,9 +16,11 @@ import sysconfig
 from dataclasses import dataclass
 from types import FrameType
 
-_LIBRARY_PACKAGES = (
+_LIBRARY_PACKAGES = (  # the training stacks and what they call into: never the line to point at
     "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy",
+    "kernels", "trl", "lightning", "pytorch_lightning", "lightning_fabric", "datasets", "deepspeed", "bitsandbytes",
 )
+_USER_PSEUDO_FILES = ("<ipython-input-", "<string>", "<stdin>")  # code typed or exec'd by the user
 _MACHINERY = tuple(os.path.join("torch", *p) for p in (("overrides.py",), ("nn", "modules", "module.py")))
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lora_trace/
 _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code
@@ -31,7 +33,7 @@ _CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
 def is_library_file(filename: str) -> bool:
     path = os.path.normcase(os.path.abspath(filename))
     if filename.startswith("<"):
-        return True  # <frozen ...>, <string>: nothing to point at
+        return not filename.startswith(_USER_PSEUDO_FILES)  # <frozen ...> is Python's own
     if path.startswith(_PACKAGE_DIR + os.sep) and not path.startswith(_USER_INSIDE_PACKAGE):
         return True
     parts = path.split(os.sep)

@@ -89,6 +89,14 @@ def adapter_state(layer: Any) -> AdapterState:
     return AdapterState(active, bool(layer.disable_adapters), bool(layer.merged), zero)
 
 
+def expand_all_linear(config: Any, model: nn.Module) -> Any:
+    """PEFT's own expansion of the "all-linear" shorthand into the linear layers it adapts (all but the output
+    layer), so `targets` shows what get_peft_model would select."""
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+    return _maybe_include_all_linear_layers(config, model)
+
+
 def adapter_flags(layer: Any) -> tuple[Any, ...]:
     """What `adapter_state` depends on, read as plain attributes (a few hundred layers per step for watch())."""
     active = getattr(layer, "_active_adapter", None)

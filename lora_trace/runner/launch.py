@@ -71,37 +71,46 @@ def _clear(out: str) -> None:
                     os.remove(os.path.join(folder, name))
 
 
-def _steps_in(folder: str) -> list[Any]:
-    paths = glob.glob(os.path.join(folder, "step-*.json"))
-    paths = [p for p in paths if ".model-" not in p]
-    return [load(p) for p in sorted(paths, key=lambda p: int(re.findall(r"step-(\d+)", p)[-1]))]
+def _models_in(folder: str) -> list[list[Any]]:
+    """The saved steps of each model traced in `folder`: step-N.json is model 0, step-N.model-K.json model K."""
+    found: dict[int, dict[int, str]] = {}
+    for path in glob.glob(os.path.join(folder, "step-*.json")):
+        match = re.search(r"step-(\d+)(?:\.model-(\d+))?\.json$", path)
+        if match:
+            found.setdefault(int(match[2] or 0), {})[int(match[1])] = path
+    return [[load(steps[n]) for n in sorted(steps)] for _, steps in sorted(found.items())]
 
 
 def _verdict(out: str, code: int, lang: str) -> int:
     ranks = sorted(glob.glob(os.path.join(out, "rank-*")), key=lambda p: int(p.rsplit("-", 1)[-1]))
-    per_rank = [_steps_in(folder) for folder in ranks] if ranks else [_steps_in(out)]
-    per_rank = [steps for steps in per_rank if steps]
+    per_rank = [_models_in(folder) for folder in ranks] if ranks else [_models_in(out)]
+    per_rank = [models for models in per_rank if models]
     if not per_rank:
         print(printable(f"\nlora-trace run: no training step was traced: no forward ran through a module holding "
                         f"PEFT adapter layers{' before the script failed' if code else ''}. Was get_peft_model "
                         "applied to the model that trains, in a Python process started by this command?"),
               file=sys.stderr)
         return code or 1
-    judged = [judge_steps(steps) for steps in per_rank]
+    judged = [[judge_steps(steps) for steps in models] for models in per_rank]  # [rank][model]
+    ok = all(d.ok for models in judged for d in models)
     if len(judged) == 1:
-        diagnosis = judged[0]
-        if len(per_rank[0]) > 1:
-            diagnosis.save(os.path.join(out, "run.json"))
-        print(printable("\n" + diagnosis.report(lang=lang)))
-        ok = diagnosis.ok
+        models = judged[0]
+        if any(len(steps) > 1 for steps in per_rank[0]):
+            models[0].save(os.path.join(out, "run.json"))
+        for index, diagnosis in enumerate(models):
+            name = diagnosis.trace.model_class
+            title = "\n" if len(models) == 1 else f"\nModel {index + 1} of {len(models)} ({name}):\n"
+            print(printable(title + diagnosis.report(lang=lang)))
     else:
-        gathered = DistributedDiagnosis(tuple(judged), unused_findings(tuple(judged)))
+        firsts = tuple(models[0] for models in judged)
+        gathered = DistributedDiagnosis(firsts, unused_findings(firsts))
         gathered.save(os.path.join(out, "gathered.json"))
         print(printable("\n" + gathered.report(lang=lang)))
-        for rank, diagnosis in enumerate(judged[1:], start=1):  # rank 0's report is in the gathered one
-            if not diagnosis.ok:
-                print(printable(f"\nRank {rank}:\n" + diagnosis.report(lang=lang)))
-        ok = gathered.ok
+        ok = ok and gathered.ok
+        for rank, models in enumerate(judged):  # rank 0's first model is in the gathered report
+            for index, diagnosis in enumerate(models):
+                if not diagnosis.ok and (rank, index) != (0, 0):
+                    print(printable(f"\nRank {rank}, model {index + 1}:\n" + diagnosis.report(lang=lang)))
     print(printable(f"\nlora-trace run: runs saved under {out}"), file=sys.stderr)
     if code:
         return code

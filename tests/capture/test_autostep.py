@@ -96,3 +96,28 @@ def test_a_model_the_script_traces_itself_is_left_to_it():
         model(input_ids=_ids(), labels=_ids()).loss.backward()
     finder.finish(None)
     assert t.diagnosis.ok and seen == [] and _global_hooks() == before
+
+
+def test_an_optimizer_holding_only_the_head_is_the_steps_optimizer_and_the_adapter_is_not_in_it():
+    model = _model()
+    head = torch.nn.Linear(64, 1)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)  # built for the head only
+    finder, seen = _finder()
+    head(model(input_ids=_ids()).logits).sum().backward()
+    optimizer.step()
+    (_, (diagnosis,)), = seen
+    assert diagnosis.root_cause.code == "not-in-optimizer", diagnosis.report()
+
+
+def test_a_model_called_inside_another_traced_one_gives_one_run_the_outer_one():
+    """TRL's GRPO generates through the base model, then trains through the PeftModel around it."""
+    model = _model()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    finder, seen = _finder()
+    with torch.no_grad():
+        model.base_model.model(input_ids=_ids())  # the inner model first, in train mode (generation)
+    model(input_ids=_ids(), labels=_ids()).loss.backward()
+    optimizer.step()
+    (_, (diagnosis,)), = seen
+    assert diagnosis.trace.model_class == "PeftModelForCausalLM" or diagnosis.trace.model_class == "PeftModel"
+    assert diagnosis.ok, diagnosis.report()

@@ -232,3 +232,37 @@ def test_allocations_shaped_like_a_tensor_are_not_cuts():
 
     diagnosis = lora_trace.diagnose(model, step)
     assert diagnosis.ok and not [c for c in diagnosis.trace.cuts if c.kind.value == "graph-end"]
+
+
+def test_code_typed_in_ipython_is_the_users_and_the_stacks_own_libraries_are_not():
+    """A classic IPython cell (`<ipython-input-N-...>`, source in linecache) is where the user's no_grad is;
+    `kernels` (transformers' hub kernels wrap forward) and the training stacks are library frames."""
+    import linecache
+
+    import torch
+
+    import lora_trace
+    from lora_trace.capture.locate import is_library_file
+
+    assert not is_library_file("<ipython-input-3-abc>") and not is_library_file("<string>")
+    assert is_library_file("<frozen importlib._bootstrap>")
+    assert is_library_file("/x/site-packages/kernels/_internals/layer/layer.py")
+    assert is_library_file("/x/site-packages/lightning/pytorch/loops/fit_loop.py")
+    source = ("import torch\n"
+              "def encode(model, ids):\n"
+              "    with torch.no_grad():\n"
+              "        return model(input_ids=ids).logits\n")
+    name = "<ipython-input-7-0123>"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    space: dict = {}
+    exec(compile(source, name, "exec"), space)
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    ids = torch.randint(0, 64, (2, 8))
+    diagnosis = lora_trace.diagnose(model, lambda m: space["encode"](m, ids).sum())
+    assert diagnosis.root_cause.code == "grad-disabled" and diagnosis.root_cause.location == f"{name}:3"

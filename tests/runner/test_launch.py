@@ -137,3 +137,25 @@ def test_accelerate(tmp_path, bug, errors):
     diagnosis = lora_trace.load(out / "step-0.json")
     assert diagnosis.codes("error") == errors and diagnosis.trace.optimizer is not None
     assert bug != "none" or not diagnosis.codes("warning")
+
+
+def test_every_model_traced_in_the_step_is_judged_and_sets_the_exit_code(tmp_path):
+    """Two separately wrapped towers; the second runs under no_grad: the verdict covers both."""
+    script = tmp_path / "two_towers.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(ROOT / 'examples')!r})\n"
+        "import tiny\n"
+        "query, document = tiny.lora_model(0), tiny.lora_model(1)\n"
+        "params = [p for m in (query, document) for p in m.parameters() if p.requires_grad]\n"
+        "optimizer = torch.optim.AdamW(params, lr=1e-3)\n"
+        "ids = tiny.token_rows(2)\n"
+        "q = query(input_ids=ids).logits.mean(1)\n"
+        "with torch.no_grad():\n"
+        "    d = document(input_ids=ids).logits.mean(1)\n"
+        "(q @ d.T).logsumexp(1).mean().backward()\n"
+        "optimizer.step()\n")
+    done, out = _run(tmp_path, PY, str(script))
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "Model 2 of 2" in done.stdout and "grad-disabled" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["step-0.json", "step-0.model-1.json"]

@@ -1,0 +1,48 @@
+"""judge_steps across K real traced steps: a learning rate of 0 is a warm-up's start or a schedule's end."""
+
+import pytest
+import torch
+
+import lora_trace
+from lora_trace.analysis.steps import judge_steps
+
+
+def _steps(factor):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    diagnoses = []
+    for step in range(3):
+        ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(step))
+        with lora_trace.trace(model, optimizer=optimizer) as t:
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        diagnoses.append(t.diagnosis)
+    return diagnoses
+
+
+@pytest.mark.parametrize("name, factor, verdict", [
+    ("warm-up", lambda step: min(step, 1.0), None),  # 0 at step 0, then learning: the warning goes
+    ("decayed", lambda step: 1.0 if step < 1 else 0.0, "error"),  # learning at step 0, then 0 for good
+    ("constant", lambda step: 1.0, None),
+])
+def test_a_zero_learning_rate_is_judged_by_what_came_before_and_after(name, factor, verdict):
+    steps = _steps(factor)
+    judged = judge_steps(steps)
+    stalled = [f for f in judged.findings if f.code == "not-updated"]
+    if verdict is None:
+        assert stalled == [], judged.report()
+    else:
+        (finding,) = stalled
+        assert finding.severity == verdict and "reached 0" in finding.message
+        assert finding.evidence["last_updated_step"] == 0 and finding.evidence["first_stalled_step"] == 1
+    if name != "constant":  # one step alone only warns: it cannot tell which
+        assert any(f.code == "not-updated" and f.severity == "warning" for d in steps for f in d.findings)
