@@ -82,6 +82,17 @@ def _configs(diagnosis: Diagnosis) -> dict[str, Any]:
     return flat
 
 
+def _path_labels(a: str, b: str) -> tuple[str, str]:
+    """The shortest trailing parts of the two paths that differ (runs/a/step-0.json, runs/b/step-0.json ->
+    a/step-0.json, b/step-0.json)."""
+    parts_a, parts_b = os.path.normpath(a).split(os.sep), os.path.normpath(b).split(os.sep)
+    for depth in range(1, max(len(parts_a), len(parts_b)) + 1):
+        label_a, label_b = os.path.join(*parts_a[-depth:]), os.path.join(*parts_b[-depth:])
+        if label_a != label_b:
+            return label_a, label_b
+    return a, b
+
+
 def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathLike[str]) -> Comparison:
     """What changed from run `a` to run `b` (diagnoses or paths of saved runs)."""
     run_a, run_b = as_diagnosis(a), as_diagnosis(b)
@@ -102,8 +113,11 @@ def compare(a: Diagnosis | str | os.PathLike[str], b: Diagnosis | str | os.PathL
     config_a, config_b = _configs(run_a), _configs(run_b)
     changes = {k: (config_a.get(k), config_b.get(k)) for k in sorted(set(config_a) | set(config_b))
                if config_a.get(k) != config_b.get(k)}
+    a_label, b_label = run_a.label or "a", run_b.label or "b"
+    if a_label == b_label and not isinstance(a, Diagnosis) and not isinstance(b, Diagnosis):
+        a_label, b_label = _path_labels(os.fspath(a), os.fspath(b))  # two "step-0" runs: say which file is which
     return Comparison(
-        a_label=run_a.label or "a", b_label=run_b.label or "b",
+        a_label=a_label, b_label=b_label,
         a_trained=trained_a, b_trained=trained_b,
         gained=tuple(sorted(set(trained_b) - set(trained_a))), lost=tuple(sorted(set(trained_a) - set(trained_b))),
         regions={r: (v[0], v[1]) for r, v in sorted(regions.items())}, norm_ratios=ratios,

@@ -94,8 +94,10 @@ class TracedSteps:
         """Raise on an error finding when asked; True when the loop should stop."""
         if diagnosis.ok:
             return False
+        root = diagnosis.root_cause
         if self.raise_on_error:
-            root = diagnosis.root_cause
             raise AdapterProblemError(f"lora-trace stopped training after step {step}: {root.code}: {root.message}"
                                       f"\nFix: {root.fix}", diagnosis)
+        if self.stop_on_error:
+            logger.error("lora-trace: stopping training after step %d (stop_on_error): %s", step, root.code)
         return self.stop_on_error

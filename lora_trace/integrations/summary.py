@@ -34,9 +34,12 @@ def summary_line(what: str, diagnosis: Any, saved: str | None = None) -> tuple[i
     if root is not None and root.location:
         verdict += f" (root cause at {root.location})"
     if not diagnosis.complete:
-        verdict = f"the step raised ({diagnosis.trace.error or 'unknown error'}); {verdict}"
-        if not errors:
-            verdict += "; nothing seen before the error explains it: trace it with deep=True (lora-trace run --deep)"
+        error = diagnosis.trace.error or "unknown error"
+        verdict = f"the step raised ({error}); {verdict}"
+        if not errors and "grad" in error and not diagnosis.trace.deep:  # a lost graph the default mode can't place
+            verdict += "; to find where the graph was cut, trace with deep=True (lora-trace run --deep)"
+        elif not errors:
+            verdict += " (no LoRA problem was seen before the error)"
     if saved:
         verdict += f" - report: lora-trace show {saved}"
     level = logging.ERROR if errors else logging.WARNING if warnings or not diagnosis.complete else logging.INFO

@@ -11,7 +11,7 @@ from typing import Any
 from ..analysis.facts import Facts
 from ..core.errors import BadInputError
 from ..core.findings import Severity
-from ..core.messages import LANGUAGES, MESSAGES, say
+from ..core.messages import LANGUAGES, MESSAGES, listing, say
 from ..core.printable import printable
 from ..core.regions import short_name
 
@@ -61,6 +61,8 @@ def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> s
         if root.adapters:
             lines.append("  " + say("adapters", names=", ".join(root.adapters)))
         lines.extend(_indent(message))
+        if root.modules and not any(short_name(m) in message for m in root.modules):
+            lines.extend(_indent(say("modules", names=listing(root.modules, 4)[say.lang])))
         lines.extend(_indent(say("fix") + fix))
         if root.stack:
             lines.append("  " + say("stack"))
@@ -130,7 +132,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
     step3 = [say("s3.count", trainable=len(facts.trainable), total=total)]
     if facts.timeline.frozen_during_step:
         step3.append(say("s3.end", frozen=len(facts.timeline.frozen_during_step)))
-    steps.append((say("s3"), "FAIL" if "lora-frozen" in codes or facts.timeline.frozen_during_step else "ok", step3))
+    none_trainable = total > 0 and not facts.trainable
+    bad3 = "lora-frozen" in codes or facts.timeline.frozen_during_step or none_trainable
+    steps.append((say("s3"), "FAIL" if bad3 else "ok", step3))
 
     eval_names = ", ".join(say.model(m) for m in eval_mode)
     step4 = [say("s4.eval", modules=eval_names)] if eval_mode else [say("s4.ok")]
@@ -157,7 +161,7 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
             step6.append(say("s6.skipped", count=len(facts.skipped)))
         if not trace.backward:
             step6.append(say("s6.walk"))
-        nothing_learns = codes & {"grad-zero", "nonfinite-grad", "lora-frozen"}
+        nothing_learns = not facts.trainable or codes & {"grad-zero", "nonfinite-grad"}
         steps.append((say("s6"), "FAIL" if facts.starved or nothing_learns else "ok", step6))
 
     run = set(trace.regions_run)

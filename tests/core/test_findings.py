@@ -37,5 +37,5 @@ def test_public_surface_is_pinned():
         "AdapterProblemError", "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError",
         "InvalidModelError", "LoraTraceError",
         "LossNotFoundError", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
-        "compare", "diagnose", "fixes", "integrations", "load", "trace",
+        "compare", "diagnose", "fixes", "integrations", "load", "trace", "watch",
     ])

@@ -8,6 +8,7 @@ from typing import Any
 REPORT: dict[str, dict[str, Any]] = {
     "report.s3.end": {"en": "{frozen} of them were frozen during the step", "zh": "其中 {frozen} 个在这一步中被冻结"},
     "report.adapters": {"en": "Adapters concerned: {names}", "zh": "涉及的适配器：{names}"},
+    "report.modules": {"en": "Layers concerned: {names}", "zh": "涉及的层：{names}"},
     "report.title": {"en": "lora-trace report",
                     "zh": "lora-trace 诊断报告"},
     "report.raised": {"en": "The traced block raised ({error}); what follows is what was seen before that.",
