@@ -129,7 +129,7 @@ def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerS
     scale = scaler.get_scale() if scaler is not None else None
     params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer is not None else []
     held = {id(p) for p in params}
-    params += [p for p in found.root.parameters() if p.requires_grad and id(p) not in held]
+    params += [p for p in found.all_parameters() if p.requires_grad and id(p) not in held]
     values = {}
     if optimizer is not None:
         with torch.no_grad():
