@@ -104,11 +104,11 @@ def coverage(model: nn.Module, *, target_modules: list[str] | str | None,
             except re.error as error:
                 raise BadInputError(f"{pattern!r} is not a valid regex ({error}); PEFT fullmatches a string "
                                     "target against each module name") from None
-    if target_modules == ["all-linear"]:  # PEFT's shorthand, a string in a LoraConfig
-        target_modules = "all-linear"
+    if isinstance(target_modules, list) and [t.lower() for t in target_modules] == ["all-linear"]:
+        target_modules = "all-linear"  # PEFT's shorthand (any case), a string in a LoraConfig
     config = LoraConfig(target_modules=target_modules, exclude_modules=exclude_modules,
                         target_parameters=list(target_parameters) if target_parameters else None)
-    shorthand = target_modules == "all-linear"
+    shorthand = isinstance(target_modules, str) and target_modules.lower() == "all-linear"
     if shorthand:
         config = expand_all_linear(config, model)
     modules = candidate_modules(model)

@@ -20,7 +20,7 @@ _LIBRARY_PACKAGES = (  # the training stacks and what they call into: never the 
     "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy",
     "kernels", "trl", "lightning", "pytorch_lightning", "lightning_fabric", "datasets", "deepspeed", "bitsandbytes",
 )
-_USER_PSEUDO_FILES = ("<ipython-input-", "<string>", "<stdin>")  # code typed or exec'd by the user
+_USER_PSEUDO_FILES = ("<ipython-input-", "<stdin>")  # code typed by the user (<string> is also generated code)
 _MACHINERY = tuple(os.path.join("torch", *p) for p in (("overrides.py",), ("nn", "modules", "module.py")))
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # lora_trace/
 _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the demo model plays user code

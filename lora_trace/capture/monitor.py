@@ -58,6 +58,7 @@ class Monitor:
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._tracer: Tracer | None = None
         self._due = False
+        self._zero_lr_steps, self._lr_was_positive = 0, False
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def __enter__(self) -> Monitor:
@@ -81,10 +82,13 @@ class Monitor:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         tracer, self._tracer = self._tracer, None
         try:
-            if tracer is not None:  # the run ended inside the step traced in full: keep what it saw
-                error = exc or RuntimeError("the run ended inside the step traced in full")
-                tracer.__exit__(type(error), error, None)
-                self._keep(self.steps, tracer.diagnosis)
+            if tracer is not None:  # the run ended inside the step to be traced in full
+                tracer.__exit__(type(exc) if exc is not None else None, exc, None)
+                trace = tracer.diagnosis.trace if tracer.built else None
+                # Raised: keep what it saw. Ended normally: keep it only if it was a training step (an
+                # evaluation or generation after the last optimizer step is none).
+                if trace is not None and (exc is not None or trace.backward or trace.optimizer_steps):
+                    self._keep(self.steps, tracer.diagnosis)
         finally:
             self._remove()
 
@@ -132,7 +136,13 @@ class Monitor:
                        self._modules(starved))
         held = {id(p): group.get("lr") for group in optimizer.param_groups for p in group["params"]}
         zero_lr = [name for name, p in self._params if p.requires_grad and held.get(id(p), None) == 0]
-        if zero_lr:
+        # lr 0 at a warm-up's first step is normal: a symptom once the schedule was above 0 before, or stays
+        # at 0 a second step
+        self._zero_lr_steps = self._zero_lr_steps + 1 if zero_lr else 0
+        if not zero_lr:
+            self._lr_was_positive = self._lr_was_positive or any(
+                held.get(id(p)) for _, p in self._params if p.requires_grad)
+        if zero_lr and (self._lr_was_positive or self._zero_lr_steps >= 2):
             self._note(step, "lr-zero", f"learning rate 0 for {len(zero_lr)} adapter parameters",
                        self._modules(zero_lr), once=True)
         missing = [name for name, p in self._params if p.requires_grad and id(p) not in held]

@@ -138,6 +138,21 @@ class Tracer:
             self._hooks.entered("")
 
     @property
+    def optimizer(self) -> Any:
+        """The optimizer whose update is checked (given, or adopted at its step), or None."""
+        return self._optimizer
+
+    @property
+    def adapter_ids(self) -> frozenset[int]:
+        """id() of every adapter parameter of the model (known once the tracer has started)."""
+        return frozenset(self._found.param_names) if self._found is not None else frozenset()
+
+    @property
+    def built(self) -> bool:
+        """Whether the trace exists (the block ended and building it did not fail)."""
+        return self._trace is not None
+
+    @property
     def model(self) -> nn.Module:
         """The model traced (wrappers removed)."""
         return self._root

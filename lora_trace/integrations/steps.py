@@ -8,7 +8,7 @@ from typing import Any
 
 from ..capture.monitor import Monitor
 from ..capture.tracer import Tracer
-from ..core.errors import AdapterProblemError
+from ..core.errors import AdapterProblemError, TraceStateError
 from .summary import log_summary, save_artefacts
 
 logger = logging.getLogger("lora_trace")
@@ -52,7 +52,11 @@ class TracedSteps:
     def start(self, model: Any, *, optimizer: Any, step: int, folder: str, writes: bool) -> None:
         """Trace from now on; `writes`: this process saves the artefacts (rank zero)."""
         tracer = Tracer(model, optimizer=optimizer, deep=self.deep, label=f"step-{step}")
-        tracer.__enter__()
+        try:
+            tracer.__enter__()
+        except TraceStateError:  # traced already: watch=True traces this step after a symptom
+            logger.info("lora-trace: step %d is traced by the watch already", step)
+            return
         self._tracer, self._step, self._folder, self._writes = tracer, step, folder, writes
 
     def finish(self, error: BaseException | None = None) -> Any:

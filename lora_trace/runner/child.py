@@ -21,14 +21,23 @@ def start(spec: str) -> None:
     if _RUNNING:
         return
     options = json.loads(spec)
-    rank = os.environ.get("RANK")
-    folder = options["out"] if rank is None or os.environ.get("WORLD_SIZE", "1") == "1" else os.path.join(
-        options["out"], f"rank-{rank}")
     finder = AutoSteps(steps=int(options["steps"]), deep=bool(options["deep"]),
-                       on_step=lambda step, diagnoses, error: _save(folder, step, diagnoses, options))
+                       on_step=lambda step, diagnoses, error: _save(_folder(options["out"]), step, diagnoses, options))
     finder.install()
     _RUNNING.append(finder)
     atexit.register(_at_exit, finder)
+
+
+def _folder(out: str) -> str:
+    """One folder per rank, read when a step is saved: torch.multiprocessing.spawn sets no RANK variable, but
+    by then the process group knows the rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return os.path.join(out, f"rank-{dist.get_rank()}")
+    if os.environ.get("RANK") is not None and os.environ.get("WORLD_SIZE", "1") != "1":
+        return os.path.join(out, f"rank-{os.environ['RANK']}")
+    return out
 
 
 def _save(folder: str, step: int, diagnoses: list[Any], options: dict[str, Any]) -> None:
@@ -41,8 +50,10 @@ def _save(folder: str, step: int, diagnoses: list[Any], options: dict[str, Any])
 
 def _at_exit(finder: AutoSteps) -> None:
     """A step left open: the script raised in it (sys.last_value holds that exception) or ended before it."""
-    error = getattr(sys, "last_value", None)
-    if finder.tracing:
-        finder.finish(error or RuntimeError("the script ended inside a traced step, before its optimizer step"))
-    else:
-        finder.uninstall()
+    finder.finish(getattr(sys, "last_value", None))  # None: ended normally (a step with no optimizer step kept
+    # only if it ran a backward)
+    if finder.foreign:
+        print("lora-trace run: WARNING: the optimizer that stepped holds none of the traced model's parameters, "
+              "so the update was not checked. If it was built before get_peft_model or for another module, the "
+              "adapter is never updated; pass the optimizer to lora_trace.trace(model, optimizer=...) to check "
+              "(a master-weight optimizer also looks like this).", file=sys.stderr)

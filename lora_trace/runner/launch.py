@@ -12,17 +12,19 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from typing import Any
 
 from ..analysis.distributed import DistributedDiagnosis, unused_findings
 from ..analysis.steps import judge_steps
-from ..core.errors import BadInputError
+from ..core.errors import BadInputError, LoraTraceError
 from ..core.printable import printable
 from ..core.serialize import load
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+MARKER = ".lora-trace-run"  # in a folder `run` writes to: only such a folder's runs are ever removed
 _OURS = re.compile(r"^(step-\d+(\.model-\d+)?\.(json|svg)|run\.json|gathered\.json)$")
 
 
@@ -51,24 +53,46 @@ def main(args: argparse.Namespace) -> int:
         raise BadInputError(f"--steps takes a positive number of optimizer steps, got {args.steps}")
     out = os.path.abspath(args.out)
     _clear(out)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, MARKER), "w", encoding="utf-8") as handle:
+        handle.write("runs of `lora-trace run`: the next run into this folder replaces them\n")
     env = dict(os.environ)
     env["LORA_TRACE_RUN"] = json.dumps({"out": out, "steps": args.steps, "deep": args.deep,
                                         "render": not args.no_render})
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP, *filter(None, [env.get("PYTHONPATH")])])
     try:
-        code = subprocess.call(command, env=env)
+        child = subprocess.Popen(command, env=env)
     except FileNotFoundError:
         raise BadInputError(f"cannot run {command[0]!r}: no such program") from None
-    return _verdict(out, code, args.lang)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the script (same process group):
+    try:  # let it end, and save the step it was in, instead of killing it from here
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    code = 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+    try:
+        return _verdict(out, code, args.lang)
+    except LoraTraceError:
+        if code:
+            return code  # the script failed: its own code, even when a run it left cannot be read
+        raise
 
 
 def _clear(out: str) -> None:
-    """Remove the runs an earlier `lora-trace run` left in `out` (only its own file names), so none is read twice."""
-    for folder in [out, *glob.glob(os.path.join(out, "rank-*"))]:
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if _OURS.match(name):
-                    os.remove(os.path.join(folder, name))
+    """Remove the runs an earlier `lora-trace run` left in `out`, so none is read twice: only in a folder it
+    marked as its own, and only its own file names; a folder holding such names without the mark is refused."""
+    folders = [out, *glob.glob(os.path.join(out, "rank-*"))]
+    ours = [os.path.join(f, n) for f in folders if os.path.isdir(f) for n in os.listdir(f) if _OURS.match(n)]
+    if not ours:
+        return
+    if not os.path.exists(os.path.join(out, MARKER)):
+        raise BadInputError(f"{out} holds runs lora-trace run did not write there ({os.path.basename(ours[0])}); "
+                            "choose another --out")
+    for path in ours:
+        os.remove(path)
+    for folder in folders[1:]:
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 def _models_in(folder: str) -> list[list[Any]]:
@@ -84,6 +108,16 @@ def _models_in(folder: str) -> list[list[Any]]:
 def _verdict(out: str, code: int, lang: str) -> int:
     ranks = sorted(glob.glob(os.path.join(out, "rank-*")), key=lambda p: int(p.rsplit("-", 1)[-1]))
     per_rank = [_models_in(folder) for folder in ranks] if ranks else [_models_in(out)]
+    silent = [os.path.basename(f) for f, models in zip(ranks, per_rank, strict=False) if not models]
+    if silent and len(silent) < len(ranks):  # the gathered view numbers ranks by position: gather all or none
+        print(printable(f"\nlora-trace run: {', '.join(silent)} saved no run; each rank is reported alone"),
+              file=sys.stderr)
+        per_rank = [models for models in per_rank if models]
+        for folder, models in zip([f for f in ranks if os.path.basename(f) not in silent], per_rank, strict=True):
+            for diagnosis in (judge_steps(steps) for steps in models):
+                print(printable(f"\n{os.path.basename(folder)}:\n" + diagnosis.report(lang=lang)))
+        ok = all(judge_steps(steps).ok for models in per_rank for steps in models)
+        return code or (0 if ok else 1)
     per_rank = [models for models in per_rank if models]
     if not per_rank:
         print(printable(f"\nlora-trace run: no training step was traced: no forward ran through a module holding "

@@ -98,15 +98,66 @@ def test_a_model_the_script_traces_itself_is_left_to_it():
     assert t.diagnosis.ok and seen == [] and _global_hooks() == before
 
 
-def test_an_optimizer_holding_only_the_head_is_the_steps_optimizer_and_the_adapter_is_not_in_it():
-    model = _model()
-    head = torch.nn.Linear(64, 1)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)  # built for the head only
+def test_an_optimizer_built_for_the_head_inside_the_model_leaves_the_adapter_out():
+    class WithHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lm, self.head = _model(), torch.nn.Linear(64, 1)
+
+        def forward(self, ids):
+            return self.head(self.lm(input_ids=ids).logits).sum()
+
+    model = WithHead()
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-3)  # built for the head only
     finder, seen = _finder()
-    head(model(input_ids=_ids()).logits).sum().backward()
+    model(_ids()).backward()
     optimizer.step()
+    finder.finish(None)  # the adapters' optimizer never stepped: the step ends at exit (or the next step)
     (_, (diagnosis,)), = seen
     assert diagnosis.root_cause.code == "not-in-optimizer", diagnosis.report()
+
+
+def test_optimizers_holding_none_of_the_model_are_no_false_alarm():
+    """A master-weight optimizer (fp32 copies) or one for a module outside the model: the update is not
+    checked (counted in `foreign`, said by lora-trace run), never reported as the adapter left out."""
+    model = _model()
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(copies, lr=1e-3)
+    finder, seen = _finder()
+    model(input_ids=_ids(), labels=_ids()).loss.backward()
+    for copy_, param in zip(copies, [p for p in model.parameters() if p.requires_grad], strict=True):
+        copy_.grad = param.grad.clone()
+    optimizer.step()
+    finder.finish(None)
+    (_, (diagnosis,)), = seen
+    assert diagnosis.ok and finder.foreign == 1, diagnosis.report()
+
+
+def test_a_head_optimizer_stepping_before_the_adapters_one_is_no_false_alarm():
+    model = _model()
+    head = [model.base_model.model.lm_head.weight.requires_grad_(True)]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    head_optimizer, lora_optimizer = torch.optim.AdamW(head, lr=1e-3), torch.optim.AdamW(lora, lr=1e-3)
+    finder, seen = _finder()
+    model(input_ids=_ids(), labels=_ids()).loss.backward()
+    head_optimizer.step()
+    lora_optimizer.step()
+    (_, (diagnosis,)), = seen
+    assert diagnosis.codes("error") == () and diagnosis.trace.optimizer_steps == 1, diagnosis.report()
+
+
+def test_an_evaluation_after_the_last_traced_step_is_no_step():
+    """Ending normally inside a step that ran no backward and no optimizer step (generation at the end of a
+    script, with more steps asked for than the script ran) is dropped, not judged as a failed step."""
+    model = _model()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    finder, seen = _finder(steps=3)
+    model(input_ids=_ids(), labels=_ids()).loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model(input_ids=_ids())  # train mode, grad off: looks like the start of a step
+    finder.finish(None)
+    assert [step for step, _ in seen] == [0] and seen[0][1][0].ok
 
 
 def test_a_model_called_inside_another_traced_one_gives_one_run_the_outer_one():

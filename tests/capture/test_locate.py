@@ -244,7 +244,7 @@ def test_code_typed_in_ipython_is_the_users_and_the_stacks_own_libraries_are_not
     import lora_trace
     from lora_trace.capture.locate import is_library_file
 
-    assert not is_library_file("<ipython-input-3-abc>") and not is_library_file("<string>")
+    assert not is_library_file("<ipython-input-3-abc>") and is_library_file("<string>")  # <string>: generated
     assert is_library_file("<frozen importlib._bootstrap>")
     assert is_library_file("/x/site-packages/kernels/_internals/layer/layer.py")
     assert is_library_file("/x/site-packages/lightning/pytorch/loops/fit_loop.py")

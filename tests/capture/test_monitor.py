@@ -151,3 +151,18 @@ def test_gradients_zeroed_in_place_are_no_false_symptom():
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
     assert w.symptoms == [] and w.diagnoses == []
+
+
+def test_a_warm_up_starting_at_zero_and_an_evaluation_after_the_last_step_are_no_symptom():
+    model = _model()
+    optimizer = _optimizer(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step, 2) / 2)  # 0, 0.5, 1, 1...
+    with lora_trace.watch(model, optimizer=optimizer) as w:
+        for step in range(4):
+            model(input_ids=_ids(step), labels=_ids(step)).loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        with torch.no_grad():
+            model(input_ids=_ids(9))  # an evaluation after the last step
+    assert w.symptoms == [] and w.diagnoses == []

@@ -212,3 +212,30 @@ def test_watch_notes_an_adapter_frozen_mid_run_and_traces_the_next_step(tmp_path
     saved = lora_trace.load(tmp_path / "lora-trace" / "watch-step-4.json")
     assert saved.root_cause.code == "lora-frozen"
     assert hook_snapshot(model) == before
+
+
+def test_watch_and_every_n_steps_together_trace_a_step_once_and_never_break_training(tmp_path):
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = _example().build(False)
+
+    class FreezeAtStep1(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                for name, param in model.named_parameters():
+                    if "layers.1." in name and "lora_" in name:
+                        param.requires_grad_(False)
+
+    ids = torch.randint(0, 64, (10, 12), generator=torch.Generator().manual_seed(0))
+    callback = LoraTraceCallback(watch=True, every_n_steps=2, render=False)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+                      callbacks=[FreezeAtStep1(), callback])
+    trainer.train()  # the symptom at step 1 has the watch trace step 2, which every_n_steps=2 is due to trace too
+    assert trainer.state.global_step == 5
+    assert [step for step, _ in callback.diagnoses] == [0, 4]  # step 2 is the watch's
+    assert lora_trace.load(tmp_path / "lora-trace" / "watch-step-2.json").root_cause.code == "lora-frozen"

@@ -25,6 +25,11 @@ def _example(name):
     return str(ROOT / "examples" / f"train_{name}.py")
 
 
+def _listing(folder):
+    """The files a run left, without the folder's own mark (.lora-trace-run)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _line_of(name, text):
     """examples/train_<name>.py:<line> of the first line holding `text`."""
     lines = (ROOT / "examples" / f"train_{name}.py").read_text().splitlines()
@@ -38,7 +43,7 @@ def test_a_plain_loop_is_traced_unchanged_with_its_optimizer_found_by_the_global
     diagnosis = lora_trace.load(out / "step-0.json")
     assert diagnosis.ok and diagnosis.trace.optimizer_steps == 1 and diagnosis.trace.backward
     assert len(diagnosis.trace.optimizer.params) == 8 and diagnosis.trace.optimizer.updated
-    assert sorted(p.name for p in out.iterdir()) == ["step-0.json"]
+    assert _listing(out) == ["step-0.json"]
 
 
 def test_a_frozen_layer_is_named_and_the_saved_adapter_alone_shows_it_never_trained(tmp_path):
@@ -58,7 +63,7 @@ def test_a_frozen_layer_is_named_and_the_saved_adapter_alone_shows_it_never_trai
 def test_several_steps_are_each_saved_and_judged_together(tmp_path):
     done, out = _run(tmp_path, PY, _example("loop"), options=("--steps", "2"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["run.json", "step-0.json", "step-1.json"]
+    assert _listing(out) == ["run.json", "step-0.json", "step-1.json"]
     assert "Judged across 2 steps" in done.stdout and len(lora_trace.load(out / "run.json").steps) == 2
 
 
@@ -98,7 +103,7 @@ def test_trl_sft_with_checkpoint_recomputes_is_one_model_one_step(tmp_path, bug,
     pytest.importorskip("trl")
     done, out = _run(tmp_path, PY, _example("trl_sft"), "--bug", bug)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["step-0.json"]
+    assert _listing(out) == ["step-0.json"]
     diagnosis = lora_trace.load(out / "step-0.json")
     assert diagnosis.ok and diagnosis.codes("warning") == warnings, diagnosis.report()
 
@@ -158,4 +163,22 @@ def test_every_model_traced_in_the_step_is_judged_and_sets_the_exit_code(tmp_pat
     done, out = _run(tmp_path, PY, str(script))
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert "Model 2 of 2" in done.stdout and "grad-disabled" in done.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["step-0.json", "step-0.model-1.json"]
+    assert _listing(out) == ["step-0.json", "step-0.model-1.json"]
+
+
+def test_a_run_folder_is_cleared_of_its_own_runs_only_and_a_foreign_one_is_refused(tmp_path):
+    done, out = _run(tmp_path, PY, _example("loop"), options=("--steps", "2"))
+    assert done.returncode == 0 and (out / ".lora-trace-run").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "rank-1").mkdir()
+    (out / "rank-1" / "step-0.json").write_text("{}")  # left by an earlier torchrun run into the same folder
+    done, out = _run(tmp_path, PY, _example("loop"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _listing(out) == ["notes.txt", "step-0.json"]  # the earlier runs and the emptied rank folder are gone
+    foreign = tmp_path / "results"
+    foreign.mkdir()
+    (foreign / "run.json").write_text("a user's own file")
+    refused = subprocess.run([PY, "-m", "lora_trace", "run", "--out", str(foreign), "--", PY, "-c", "pass"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "choose another --out" in refused.stderr
+    assert (foreign / "run.json").read_text() == "a user's own file"

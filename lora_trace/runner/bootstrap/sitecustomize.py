@@ -34,5 +34,5 @@ def _chain() -> None:
         sys.path[:] = path
 
 
+_chain()  # first: the sitecustomize this one shadows may set what torch reads at import (OMP_NUM_THREADS)
 _start()
-_chain()
