@@ -18,10 +18,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .steps import StepCrashedError, TracedSteps
+from .steps import StepCrashedError, StepTracing
 
 
-class LoraTraceCallback(TrainerCallback):
+class LoraTraceCallback(StepTracing, TrainerCallback):
     """`Trainer(..., callbacks=[LoraTraceCallback()])`.
 
     every_n_steps: None traces the first step only; N also traces every N-th step after it.
@@ -36,26 +36,6 @@ class LoraTraceCallback(TrainerCallback):
     `diagnoses` holds (global step, Diagnosis) for every traced step, a crashed one too (its
     `diagnosis.complete` is False); `crashed` is that crashed step's diagnosis, or None.
     """
-
-    def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
-                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False,
-                 watch: bool = False) -> None:
-        self.output_dir = output_dir
-        self.watch = watch
-        self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
-                                  raise_on_error=raise_on_error, deep=deep, render=render)
-
-    @property
-    def diagnoses(self) -> list[tuple[int, Any]]:
-        return self._steps.diagnoses
-
-    @property
-    def crashed(self) -> Any:
-        return self._steps.crashed
-
-    @property
-    def monitor(self) -> Any:
-        return self._steps.monitor
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
                        **kwargs: Any) -> None:

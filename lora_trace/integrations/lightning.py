@@ -13,10 +13,10 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from .steps import TracedSteps
+from .steps import StepTracing
 
 
-class LoraTraceLightningCallback(Callback):
+class LoraTraceLightningCallback(StepTracing, Callback):
     """`lightning.Trainer(..., callbacks=[LoraTraceLightningCallback()])`; the traced model is the LightningModule.
 
     every_n_steps: None traces the first optimizer step only; N also every N-th after it.
@@ -28,26 +28,6 @@ class LoraTraceLightningCallback(Callback):
     traced in full (`watch-step-N.json`); `callback.monitor` holds the symptoms and diagnoses.
     `diagnoses`: (global step, Diagnosis) of every traced step; `crashed`: a step that raised, or None.
     """
-
-    def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
-                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False,
-                 watch: bool = False) -> None:
-        self.output_dir = output_dir
-        self.watch = watch
-        self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
-                                  raise_on_error=raise_on_error, deep=deep, render=render)
-
-    @property
-    def diagnoses(self) -> list[tuple[int, Any]]:
-        return self._steps.diagnoses
-
-    @property
-    def crashed(self) -> Any:
-        return self._steps.crashed
-
-    @property
-    def monitor(self) -> Any:
-        return self._steps.monitor
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self.watch and len(trainer.optimizers) == 1:

@@ -105,3 +105,30 @@ class TracedSteps:
         if self.stop_on_error:
             logger.error("lora-trace: stopping training after step %d (stop_on_error): %s", step, root.code)
         return self.stop_on_error
+
+
+class StepTracing:
+    """The options and the public state the Trainer and Lightning callbacks share (see their docstrings)."""
+
+    def __init__(self, *, every_n_steps: int | None = None, stop_on_error: bool = False, deep: bool = False,
+                 output_dir: str | None = None, render: bool = True, raise_on_error: bool = False,
+                 watch: bool = False) -> None:
+        self.output_dir = output_dir
+        self.watch = watch
+        self._steps = TracedSteps(every_n_steps=every_n_steps, stop_on_error=stop_on_error,
+                                  raise_on_error=raise_on_error, deep=deep, render=render)
+
+    @property
+    def diagnoses(self) -> list[tuple[int, Any]]:
+        """(step, Diagnosis) of every traced step, a crashed one too (its `complete` is False)."""
+        return self._steps.diagnoses
+
+    @property
+    def crashed(self) -> Any:
+        """The diagnosis of a traced step that raised, or None."""
+        return self._steps.crashed
+
+    @property
+    def monitor(self) -> Any:
+        """With watch=True, the run-long monitor while training runs (its symptoms and diagnoses); else None."""
+        return self._steps.monitor
