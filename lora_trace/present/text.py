@@ -21,11 +21,12 @@ _COLORS = {"ok": "32", "FAIL": "31", "warn": "33", "n/a": "90", "info": "36"}
 class _Say:
     """The report's words in one language: `say("s1")` is the catalogue's "report.s1"."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, kind: str = "LoRA") -> None:
         self.lang = lang
+        self.kind = kind  # what the adapter layers are called: the tuner's name ("LoRA", "LoHa", ...)
 
     def __call__(self, key: str, **fields: object) -> str:
-        return say(f"report.{key}", self.lang, **fields)
+        return say(f"report.{key}", self.lang, kind=self.kind, **fields)
 
     def model(self, name: str) -> str:
         """A module's display name; the model itself (named "") as the catalogue calls it."""
@@ -35,7 +36,8 @@ class _Say:
 def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> str:
     if lang not in LANGUAGES:
         raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
-    say = _Say(lang)
+    tuners = sorted({site.tuner for site in diagnosis.trace.sites if site.tuner})
+    say = _Say(lang, tuners[0] if len(tuners) == 1 else MESSAGES["adapter.kind"][lang])
     trace = diagnosis.trace
     facts = Facts(trace)
     codes = set(diagnosis.codes("error"))

@@ -67,3 +67,20 @@ def test_the_grad_disabled_fix_does_not_assume_a_self_in_a_plain_function():
         loss = encode(_ids()).sum()
     finding = next(f for f in t.diagnose(loss=loss).findings if f.code == "grad-disabled")
     assert "set_grad_enabled(model.training)" in finding.fix and "self.training` inside a module" in finding.fix
+
+
+def test_the_steps_name_the_tuner_the_model_uses():
+    """Issue 19: the seven steps said "LoRA layers" for every tuner; a LoHa model's report says LoHa."""
+    from peft import LoHaConfig
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    model = get_peft_model(Qwen2ForCausalLM(config), LoHaConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with lora_trace.trace(model) as t:
+        model(input_ids=_ids(), labels=_ids()).loss.backward()
+    report = t.diagnosis.report()
+    steps = report.split("\n\n")[0]  # the seven steps (the findings' own sentences are not reworded yet)
+    assert "LoHa layers: 4" in steps and "trainable LoHa parameters got a gradient" in steps, report
+    assert "LoRA layers" not in steps and "LoRA parameters" not in steps
+    assert "LoHa 层" in t.diagnosis.report(lang="zh")
