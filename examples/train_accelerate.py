@@ -1,5 +1,5 @@
 """An Accelerate training loop that knows nothing of lora-trace; `lora-trace run` diagnoses it unchanged
-(also under `accelerate launch`):
+(tested with `python`; `accelerate launch` starts Python processes the same way, but is not tested here):
 
     lora-trace run --out runs/accelerate -- python examples/train_accelerate.py --bug not-in-optimizer
 

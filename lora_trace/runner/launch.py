@@ -32,7 +32,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     run = verbs.add_parser(
         "run", help="run a training script unchanged and diagnose its first optimizer steps "
         "(exit: the script's code if it failed, else 0 healthy / 1 LoRA problems)",
-        description="Run COMMAND (python train.py ..., torchrun ..., accelerate launch ...) unchanged. In every "
+        description="Run COMMAND (python train.py ..., torchrun ...) unchanged. In every "
         "Python process it starts, PyTorch's global module and optimizer hooks find the training steps; the first "
         "K are traced, saved under --out (one folder per rank under torchrun) and reported here.")
     run.add_argument("--steps", type=int, default=1, metavar="K", help="optimizer steps to trace (default 1)")
