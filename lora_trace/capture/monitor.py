@@ -12,6 +12,8 @@ costs one full trace.
 
 from __future__ import annotations
 
+import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,8 +111,12 @@ class Monitor:
         tracer, self._tracer = self._tracer, None
         if tracer is not None:  # the step traced in full ended
             tracer.optimizer_step(before=False)
-            tracer.__exit__(None, None, None)
-            self._keep(step, tracer.diagnosis)
+            try:  # inside the user's optimizer.step(): a failure of ours must not end their training
+                tracer.__exit__(None, None, None)
+                self._keep(step, tracer.diagnosis)
+            except Exception:  # noqa: BLE001 - its hooks are removed before the trace is built
+                warnings.warn(f"lora-trace watch could not build the trace of step {step}:\n"
+                              f"{traceback.format_exc(limit=4)}", stacklevel=2)
             self._state = self._states()
         if self._due and len(self.diagnoses) < self.max_traces:
             self._due = False
@@ -122,6 +128,10 @@ class Monitor:
                 tracer.__enter__()
             except TraceStateError:
                 return  # traced already (a lora-trace callback on this step)
+            except Exception:  # noqa: BLE001 - as above: training goes on without the full trace
+                warnings.warn(f"lora-trace watch could not trace step {self.steps}:\n"
+                              f"{traceback.format_exc(limit=4)}", stacklevel=2)
+                return
             self._tracer = tracer
 
     def _check(self, optimizer: Any) -> None:

@@ -166,3 +166,20 @@ def test_a_warm_up_starting_at_zero_and_an_evaluation_after_the_last_step_are_no
         with torch.no_grad():
             model(input_ids=_ids(9))  # an evaluation after the last step
     assert w.symptoms == [] and w.diagnoses == []
+
+
+def test_a_failure_of_the_full_trace_never_ends_the_users_training(monkeypatch):
+    import lora_trace.capture.build as build
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in lora-trace")
+
+    monkeypatch.setattr(build, "build_trace", broken)
+    model = _model()
+    optimizer = _optimizer(model)
+    before = hook_snapshot(model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step < 1 else 0.0)
+    with pytest.warns(UserWarning, match="could not build the trace"):
+        w = _train(model, optimizer, 4, scheduler=scheduler)
+    assert w.steps == 4 and [s.kind for s in w.symptoms] == ["lr-zero"] and w.diagnoses == []
+    assert hook_snapshot(model) == before
