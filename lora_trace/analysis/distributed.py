@@ -70,11 +70,13 @@ def unused_findings(ranks: tuple[Diagnosis, ...]) -> tuple[Finding, ...]:
     divergent = {rank: params for rank, params in used_elsewhere.items() if params}
     parts = [text("ddp-unused.rank", rank=rank, count=len(params), params=listing(params))
              for rank, params in sorted(missing.items())]
-    message = join(text("ddp-unused", parts=series(*parts)),
-                   text("ddp-unused.divergent", ranks=sorted(divergent)) if divergent else text("ddp-unused.none"))
-    module_of = {m: p for d in ranks for p, m in Facts(d.trace).module_of.items()}
+    module_of = {p: m for d in ranks for p, m in Facts(d.trace).module_of.items()}
     modules = tuple(sorted({module_of[p] for params in missing.values() for p in params if p in module_of}))
-    finding = make_finding(Code.DDP_UNUSED, Severity.ERROR, message, text("ddp-unused.fix"), modules=modules,
+    kind = Facts(ranks[0].trace).kind_of(modules)
+    message = join(text("ddp-unused", parts=series(*parts), kind=kind),
+                   text("ddp-unused.divergent", ranks=sorted(divergent)) if divergent else text("ddp-unused.none"))
+    finding = make_finding(Code.DDP_UNUSED, Severity.ERROR, message, text("ddp-unused.fix", kind=kind),
+                           modules=modules,
                            evidence={"missing": {str(r): p for r, p in missing.items()},
                                      "divergent_ranks": sorted(divergent)})
     return order_findings([finding])

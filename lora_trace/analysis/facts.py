@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..core.messages import Texts, adapter_kind
 from ..core.records import CutKind, LoraParam, LoraSite, ModuleCall, Trace
 from .conditional import Skip, model_skips
 from .timeline import Timeline
@@ -20,6 +21,11 @@ class Facts:
     @cached_property
     def sites(self) -> dict[str, LoraSite]:
         return {site.module: site for site in self.trace.sites}
+
+    def kind_of(self, modules: tuple[str, ...] | list[str] | set[str] | None = None) -> Texts:
+        """What the findings call these adapter layers (all of them by default): "LoRA", "LoHa", "adapter"."""
+        chosen = self.trace.sites if modules is None else [self.sites[m] for m in modules if m in self.sites]
+        return adapter_kind(site.tuner for site in chosen or self.trace.sites)
 
     @cached_property
     def trainable(self) -> frozenset[str]:

@@ -52,6 +52,13 @@ def place(location: str | None) -> Texts:
     return {"en": f" at {location}", "zh": f" {location} 处"}
 
 
+def adapter_kind(tuners: Iterable[str]) -> Texts:
+    """What adapter layers are called in a sentence: their tuner's name when there is one ("LoRA", "LoHa"),
+    "adapter" when the tuners are mixed or unknown."""
+    names = sorted(set(filter(None, tuners)))
+    return literal(names[0]) if len(names) == 1 else dict(MESSAGES["adapter.kind"])
+
+
 def join(*parts: Texts) -> Texts:
     """Concatenate sentences language by language."""
     return {lang: "".join(p[lang] for p in parts) for lang in LANGUAGES}
@@ -87,4 +94,4 @@ def clauses(*parts: Texts) -> Texts:
     return result
 
 
-__all__ = ["LANGUAGES", "MESSAGES", "Texts", "at", "clauses", "series", "join", "listing", "literal", "place", "say", "text"]
+__all__ = ["LANGUAGES", "MESSAGES", "Texts", "adapter_kind", "at", "clauses", "series", "join", "listing", "literal", "place", "say", "text"]

@@ -89,8 +89,8 @@ def _lora_node(identifier: str, data: dict[str, Any]) -> str:
     style, fill, color = _STATE_STYLE[data["state"]]
     leaves = data["leaves"]
     shown = " ".join(leaf.rsplit(".", 1)[-1] for leaf in leaves[:6]) + (" ..." if len(leaves) > 6 else "")
-    label = f"{data['label']}\n{shown}\n{data['count']} LoRA, {_STATE_TEXT[data['state']]}" if shown else \
-        f"{data['label']}\n{data['count']} LoRA, {_STATE_TEXT[data['state']]}"
+    counted = f"{data['count']} {data.get('tuner', 'LoRA')}, {_STATE_TEXT[data['state']]}"
+    label = f"{data['label']}\n{shown}\n{counted}" if shown else f"{data['label']}\n{counted}"
     change = data.get("change")  # set by a comparison: layers gained / lost against the other run
     if change:
         label += f"\n{change}"

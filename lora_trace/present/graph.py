@@ -89,6 +89,7 @@ def _add_lora(graph: nx.DiGraph, facts: Facts, expand: bool) -> None:
         node = f"lora:{region}:{container}:{state}"
         graph.add_node(node, kind="lora", label=label, leaves=leaves, region=region, state=state,
                        modules=sorted(m for m, _, _ in members), count=len(members),
+                       tuner=facts.kind_of([m for m, _, _ in members])["en"],
                        order=graph.nodes[f"region:{region}"]["order"])
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..analysis.facts import Facts
 from ..core.errors import BadInputError
-from ..core.messages import LANGUAGES, MESSAGES, say
+from ..core.messages import LANGUAGES, MESSAGES, adapter_kind, say
 from ..core.printable import printable
 from ..core.regions import short_name
 from .dot import to_dot
@@ -75,8 +75,10 @@ def _body(diagnosis: Any, lang: str, expand: bool) -> tuple[str, list[str]]:
     trace = diagnosis.trace
     esc = _esc
 
+    kind = adapter_kind(site.tuner for site in trace.sites)[lang]
+
     def word(key: str, **fields: object) -> str:
-        return esc(say(key, lang, **fields))
+        return esc(say(key, lang, kind=kind, **fields))
 
     title = say("html.title", lang, model=trace.model_class) + (f" [{trace.label}]" if trace.label else "")
     verdict = word("html.ok") if diagnosis.ok else word(
@@ -86,7 +88,7 @@ def _body(diagnosis: Any, lang: str, expand: bool) -> tuple[str, list[str]]:
         f'<div class="verdict {"good" if diagnosis.ok else "bad"}">{verdict}</div>',
         f"<h2>{word('html.findings')}</h2>", *[_finding(f, lang) for f in diagnosis.findings],
         f"<h2>{word('html.path')}</h2>", f'<div class="graph">{_graph_svg(diagnosis, expand, lang)}</div>',
-        f"<h2>{word('html.layers')}</h2>", _layer_table(diagnosis, lang),
+        f"<h2>{word('html.layers')}</h2>", _layer_table(diagnosis, lang, kind),
         f"<h2>{word('html.norms')}</h2>", _norm_chart(diagnosis, lang),
         f"<h2>{word('html.report')}</h2>", f"<pre>{esc(diagnosis.report(lang=lang))}</pre>",
     ]
@@ -120,7 +122,7 @@ def _layer_rows(diagnosis: Any) -> list[tuple[str, str, str, int, float | None]]
              norms.get(site.module)) for site in diagnosis.trace.sites]
 
 
-def _layer_table(diagnosis: Any, lang: str) -> str:
+def _layer_table(diagnosis: Any, lang: str, kind: str) -> str:
     esc = _esc
     body = []
     for module, region, state, calls, norm in _layer_rows(diagnosis):
@@ -128,7 +130,8 @@ def _layer_table(diagnosis: Any, lang: str) -> str:
         body.append(f'<tr><td>{esc(short_name(module))}</td><td>{esc(short_name(region))}</td>'
                     f'<td style="color:{_STATE_COLOR[state]}">{esc(say(f"state.{state}", lang))}</td>'
                     f"<td>{calls}</td><td>{shown}</td></tr>")
-    head = "".join(f"<th>{esc(say(f'html.col.{c}', lang))}</th>" for c in ("layer", "region", "state", "calls", "norm"))
+    head = "".join(f"<th>{esc(say(f'html.col.{c}', lang, kind=kind))}</th>"
+                   for c in ("layer", "region", "state", "calls", "norm"))
     return f"<table><tr>{head}</tr>" + "".join(body) + "</table>"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..analysis.facts import Facts
 from ..core.errors import BadInputError
 from ..core.findings import Severity
-from ..core.messages import LANGUAGES, MESSAGES, listing, say
+from ..core.messages import LANGUAGES, MESSAGES, adapter_kind, listing, say
 from ..core.printable import printable
 from ..core.regions import short_name
 
@@ -36,8 +36,7 @@ class _Say:
 def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> str:
     if lang not in LANGUAGES:
         raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
-    tuners = sorted({site.tuner for site in diagnosis.trace.sites if site.tuner})
-    say = _Say(lang, tuners[0] if len(tuners) == 1 else MESSAGES["adapter.kind"][lang])
+    say = _Say(lang, adapter_kind(site.tuner for site in diagnosis.trace.sites)[lang])
     trace = diagnosis.trace
     facts = Facts(trace)
     codes = set(diagnosis.codes("error"))

@@ -29,9 +29,9 @@ def test_every_key_speaks_every_language_with_the_same_fields(key):
 
 
 def test_plurals_are_chosen_by_count():
-    assert text("layers", count=1, params=2)["en"] == "1 LoRA layer (2 trainable parameters)"
-    assert text("layers", count=3, params=6)["en"] == "3 LoRA layers (6 trainable parameters)"
-    assert text("layers", count=3, params=6)["zh"] == "3 个 LoRA 层（6 个可训练参数）"
+    assert text("layers", count=1, params=2, kind="LoRA")["en"] == "1 LoRA layer (2 trainable parameters)"
+    assert text("layers", count=3, params=6, kind="LoRA")["en"] == "3 LoRA layers (6 trainable parameters)"
+    assert text("layers", count=3, params=6, kind="LoRA")["zh"] == "3 个 LoRA 层（6 个可训练参数）"
 
 
 def test_lists_and_clauses_follow_each_language():

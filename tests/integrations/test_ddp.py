@@ -46,6 +46,7 @@ def test_two_ranks_gathered(tmp_path, diverge):
         assert finding["evidence"]["divergent_ranks"] == [1]
         assert sorted(finding["evidence"]["missing"]["1"]) == [
             "base_model.model.block2.lora_A.default.weight", "base_model.model.block2.lora_B.default.weight"]
+        assert finding["modules"] == ["base_model.model.block2"]  # the layers, for the report and the graph
         assert "rank 1" in finding["message"] and "ranks [1] took a different LoRA path" in result.stdout
         rank1 = [f["code"] for f in data["ranks"][1]["findings"]]
         assert "lora-bypassed" in rank1

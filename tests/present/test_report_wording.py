@@ -80,7 +80,9 @@ def test_the_steps_name_the_tuner_the_model_uses():
     with lora_trace.trace(model) as t:
         model(input_ids=_ids(), labels=_ids()).loss.backward()
     report = t.diagnosis.report()
-    steps = report.split("\n\n")[0]  # the seven steps (the findings' own sentences are not reworded yet)
-    assert "LoHa layers: 4" in steps and "trainable LoHa parameters got a gradient" in steps, report
-    assert "LoRA layers" not in steps and "LoRA parameters" not in steps
-    assert "LoHa 层" in t.diagnosis.report(lang="zh")
+    assert "LoHa layers: 4" in report and "trainable LoHa parameters got a gradient" in report, report
+    assert "LoRA" not in report and "lora_" not in report.replace("lora_trace.", ""), report  # findings too
+    zh = t.diagnosis.report(lang="zh")
+    assert "LoHa 层" in zh and "LoRA" not in zh, zh
+    page = t.diagnosis._repr_html_()
+    assert "LoHa layers" in page and "LoRA" not in page.replace("lora-trace", "")

@@ -1,6 +1,8 @@
 """Every PEFT tuner that adds weights: adapters found by their tuner-layer class, a healthy first step with no
 error or warning, planted failures named, each against a real backward."""
 
+import re
+
 import pytest
 import torch
 
@@ -45,6 +47,12 @@ def test_exact_zeros_of_a_first_step_are_explained_by_the_tuners_zero_factor(tun
     assert bool(at_init) == bool(zero)
     if zero:
         assert set(at_init[0].modules) == {n.split(f".{_role(diagnosis, n)}.")[0] for n in zero}
+        waiting = {_role(diagnosis, n) for n in zero}  # the sentence names this tuner's own factors
+        assert all(role in at_init[0].message for role in waiting), at_init[0].message
+        assert f"{len(at_init[0].modules)} {tuner} layers" in at_init[0].message
+        roles = {p.role for site in diagnosis.trace.sites for p in site.params}
+        named = set(re.findall(r"\b[a-z]+_[A-Za-z0-9_]+\b", at_init[0].message))
+        assert named <= roles, (named - roles, at_init[0].message)  # no factor this tuner does not have
 
 
 def _role(diagnosis, name):
@@ -72,6 +80,10 @@ def test_a_frozen_adapter_is_named(tuner):
     diagnosis = lora_trace.diagnose(scenario.model, scenario.step, optimizer=scenario.optimizer)
     assert scenario.truth.grad_params == frozenset()
     assert diagnosis.codes("error") == ("lora-frozen",), diagnosis.report()
+    frozen = diagnosis.findings[0]
+    for lang in ("en", "zh"):  # the finding names the tuner it is about, in every language
+        message, _ = frozen.text(lang)
+        assert f" {tuner} " in message and "LoRA" not in message.replace(tuner, ""), message
 
 
 def _line(marker):

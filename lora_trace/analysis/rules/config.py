@@ -61,7 +61,7 @@ def _inactive(facts: Facts) -> list[Finding]:
     modules = tuple(s.module for s in sites)
     change = facts.timeline.change(modules, set(kinds))
     message = text("adapter-inactive", layers=len(sites), regions=listing({s.region for s in sites}),
-                   reasons=reasons, adapters=", ".join(adapters))
+                   reasons=reasons, adapters=", ".join(adapters), kind=facts.kind_of(modules))
     if change is not None:
         message = join(message, text("adapter-inactive.changed", at=at(change.location)))
     return [make_finding(
@@ -95,7 +95,8 @@ def _frozen(facts: Facts) -> list[Finding]:
     change = timeline.change(modules, {"idle"}) if set(params) & timeline.frozen_during_step else None
     return [make_finding(
         Code.LORA_FROZEN, Severity.ERROR,
-        text("lora-frozen", params=len(params), regions=listing(facts.regions_of(modules))), text("lora-frozen.fix"),
+        text("lora-frozen", params=len(params), regions=listing(facts.regions_of(modules)),
+             kind=facts.kind_of(modules)), text("lora-frozen.fix"),
         modules=modules, regions=facts.regions_of(modules),
         adapters=tuple(sorted({p.adapter for s in facts.trace.sites for p in s.params if p.name in set(params)})),
         location=change.location if change else None, stack=change.stack if change else (),
@@ -109,7 +110,8 @@ def _references(facts: Facts) -> list[Finding]:
     if references:
         regions = facts.regions_of(references)
         found.append(make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
-                                  text("frozen-reference", layers=len(references), regions=listing(regions)),
+                                  text("frozen-reference", layers=len(references), regions=listing(regions),
+                                       kind=facts.kind_of(references)),
                                   text("frozen-reference.fix"), modules=references, regions=regions))
     adapters = facts.timeline.reference_adapters
     if adapters:
@@ -117,7 +119,7 @@ def _references(facts: Facts) -> list[Finding]:
         regions = facts.regions_of(modules)
         found.append(make_finding(Code.FROZEN_REFERENCE, Severity.INFO,
                                   text("frozen-reference.adapter", adapters=", ".join(adapters),
-                                       layers=len(modules), regions=listing(regions)),
+                                       layers=len(modules), regions=listing(regions), kind=facts.kind_of(modules)),
                                   text("frozen-reference.fix"), modules=modules, regions=regions, adapters=adapters))
     return found
 

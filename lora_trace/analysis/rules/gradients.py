@@ -12,13 +12,13 @@ def check_gradients(facts: Facts) -> list[Finding]:
     findings: list[Finding] = []
     if trace.losses and not any(loss.has_grad_fn for loss in trace.losses):
         findings.append(make_finding(
-            Code.LOSS_NO_GRAD, Severity.ERROR, text("loss-no-grad"), text("loss-no-grad.fix"),
+            Code.LOSS_NO_GRAD, Severity.ERROR, text("loss-no-grad", kind=facts.kind_of()), text("loss-no-grad.fix"),
             evidence={"loss_sources": sorted({loss.source for loss in trace.losses})},
         ))
     nonfinite = sorted(a.param for a in trace.arrivals if a.finite is False)
     if nonfinite and not trace.scaler_skipped:  # scaled gradients that overflowed: the skip is the finding
         modules = facts.modules_of(nonfinite)
-        message = text("nonfinite-grad", params=len(nonfinite), modules=listing(modules))
+        message = text("nonfinite-grad", params=len(nonfinite), modules=listing(modules), kind=facts.kind_of(modules))
         origin = next((o for o in trace.origins if o.kind in ("nonfinite", "forward-nonfinite")), None)
         if origin is not None:
             message = join(message, text(f"origin.{origin.kind}", op=origin.op, at=at(origin.location)))
@@ -33,7 +33,8 @@ def check_gradients(facts: Facts) -> list[Finding]:
         if missing:
             modules = facts.modules_of(missing)
             findings.append(make_finding(
-                Code.NOT_IN_OPTIMIZER, Severity.ERROR, text("not-in-optimizer", params=len(missing)),
+                Code.NOT_IN_OPTIMIZER, Severity.ERROR, text("not-in-optimizer", params=len(missing),
+                                                                kind=facts.kind_of(modules)),
                 text("not-in-optimizer.fix"), modules=modules, regions=facts.regions_of(modules),
                 evidence={"missing_params": len(missing)},
             ))

@@ -67,7 +67,7 @@ def _skipped(facts: Facts) -> list[Finding]:
 def _bypass_fix(sites: list[LoraSite], facts: Facts) -> dict[str, str]:
     suggestions = [(prefix, regex) for prefix, regex in facts.trace.target_suggestions.items()
                    if any(s.module.startswith(prefix + ".") for s in sites)]
-    parts = [text("bypassed.fix")]
+    parts = [text("bypassed.fix", kind=facts.kind_of([s.module for s in sites]))]
     if suggestions:
         prefix, regex = suggestions[0]
         parts.append(text("bypassed.fix.regex", model=short_name(prefix), regex=regex))
@@ -90,8 +90,9 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
     regions = tuple(sorted({s.region for s in sites}))
     n_params = sum(1 for s in sites for p in s.trainable_params if p in facts.starved)
     where = at(cut.location if cut else None)
-    what = text("layers", count=len(modules), params=n_params)
-    common = dict(what=what, regions=listing(regions), at=where, detail=cut.detail if cut else "")
+    kind = facts.kind_of(modules)
+    what = text("layers", count=len(modules), params=n_params, kind=kind)
+    common = dict(what=what, regions=listing(regions), at=where, detail=cut.detail if cut else "", kind=kind)
     evidence: dict = {"starved_params": n_params}
     if code is Code.GRAD_DISABLED:
         mode = "inference_mode" if cut and cut.kind is CutKind.INFERENCE_MODE else "no_grad"
@@ -107,8 +108,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         message = text(key, mode=mode, **common)
         evidence["grad_off"] = cut.how if cut is not None and cut.how else "block"
     elif code is Code.DETACHED:
-        kind = cut.kind.value if cut and cut.kind in _DETACHING else "detach"
-        message, fix = text("detached", **common), text(f"detached.fix.{kind}")
+        how = cut.kind.value if cut and cut.kind in _DETACHING else "detach"
+        message, fix = text("detached", **common), text(f"detached.fix.{how}", kind=kind)
     elif code is Code.CHECKPOINT_NO_GRAD:
         message, fix = text("checkpoint", **common), text("checkpoint.fix")
     elif code is Code.LORA_BYPASSED:

@@ -55,7 +55,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     modules = facts.modules_of(stale)
     return make_finding(
         Code.NOT_UPDATED, severity,
-        text("not-updated", params=len(stale), modules=listing(modules), why=text(why, initial=initial), lrs=lrs),
+        text("not-updated", params=len(stale), modules=listing(modules), why=text(why, initial=initial), lrs=lrs,
+             kind=facts.kind_of(modules)),
         text("not-updated.fix.warmup" if warmup else "not-updated.fix"), modules=modules,
         regions=facts.regions_of(modules),
         evidence={"stale_params": len(stale), "lrs": lrs, "initial_lrs": initial, "steps": trace.optimizer_steps},

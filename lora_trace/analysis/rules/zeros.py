@@ -1,7 +1,10 @@
-"""Gradients that arrive and are exactly zero: normal for lora_A at the first step (lora_B still zero),
-an error otherwise (the adapter was masked off for this batch, dropped, or multiplied by zero)."""
+"""Gradients that arrive and are exactly zero: normal at the first step for the factor beside one still all
+zero (lora_A beside lora_B), an error otherwise (the adapter was masked off for this batch, dropped, or
+multiplied by zero)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from ...core.findings import Code, Finding, Severity, make_finding
 from ...core.messages import at, join, listing, text
@@ -9,35 +12,50 @@ from ..facts import Facts
 
 
 def check_zeros(facts: Facts) -> list[Finding]:
-    at_init, modules = _zero_at_init(facts)
+    at_init = _zero_at_init(facts)
     findings = []
-    if modules:
+    if at_init.modules:
+        modules = tuple(at_init.modules)
         findings.append(make_finding(
-            Code.ZERO_GRAD_AT_INIT, Severity.INFO, text("zero-grad-at-init", layers=len(modules)),
-            text("zero-grad-at-init.fix"), modules=tuple(modules), regions=facts.regions_of(modules)))
-    zero = _unexplained_zeros(facts, at_init)
+            Code.ZERO_GRAD_AT_INIT, Severity.INFO,
+            text("zero-grad-at-init", layers=len(modules), kind=facts.kind_of(modules),
+                 waiting=" / ".join(sorted(at_init.waiting)), zero=" / ".join(sorted(at_init.zero))),
+            text("zero-grad-at-init.fix"), modules=modules, regions=facts.regions_of(modules)))
+    zero = _unexplained_zeros(facts, at_init.params)
     if zero:
         findings.append(_grad_zero(facts, zero))
     return findings
 
 
-def _zero_at_init(facts: Facts) -> tuple[set[str], list[str]]:
-    """Gradients exactly zero only because another factor of the same adapter is still all zero (lora_B for
-    Linear, lora_embedding_A for Embedding: whichever PEFT initialised to zero), which itself got a gradient."""
+@dataclass
+class _AtInit:
+    """The first step's expected zeros: the parameters, their layers, and the factors' roles by name."""
+
+    params: set[str] = field(default_factory=set)
+    modules: list[str] = field(default_factory=list)
+    waiting: set[str] = field(default_factory=set)  # roles whose gradient is zero: "lora_A", "hada_w1_a"
+    zero: set[str] = field(default_factory=set)  # roles still all zero that got a gradient: "lora_B"
+
+
+def _zero_at_init(facts: Facts) -> _AtInit:
+    """Gradients exactly zero only because another factor of the same adapter is still all zero (whichever the
+    tuner initialised to zero: lora_B, lora_embedding_A, hada_w2_b, ...), which itself got a gradient. The roles
+    come from the parameters, so the sentence names the tuner's own factors."""
     arrivals = {a.param: a for a in facts.trace.arrivals}
-    params: set[str] = set()
-    modules: list[str] = []
+    found = _AtInit()
     for site in facts.trace.sites:
         for adapter in site.adapters:
             own = facts.factors(site, adapter)
             zero = [p for p in own if p.all_zero and arrivals.get(p.name) and arrivals[p.name].zero is False]
-            explained = [p.name for p in site.params if zero and p.adapter == adapter and p not in zero
+            explained = [p for p in site.params if zero and p.adapter == adapter and p not in zero
                          and arrivals.get(p.name) and arrivals[p.name].zero]
             if explained:
-                params.update(explained)
-                if site.module not in modules:
-                    modules.append(site.module)
-    return params, modules
+                found.params.update(p.name for p in explained)
+                found.waiting.update(p.role for p in explained)
+                found.zero.update(p.role for p in zero)
+                if site.module not in found.modules:
+                    found.modules.append(site.module)
+    return found
 
 
 def _unexplained_zeros(facts: Facts, at_init: set[str]) -> list[str]:
@@ -75,14 +93,17 @@ def _grad_zero(facts: Facts, zero: list[str]) -> Finding:
     adapters = tuple(sorted({_adapter(facts, p) for p in zero}))
     causes = sorted({_cause(facts.config_of(m, a)) for m in modules for a in adapters
                      if facts.config_of(m, a) is not None} or {"masked"})
-    why = text(f"why.zero.{causes[0]}", p=_dropout(facts, modules, adapters))
-    message = text("grad-zero", params=len(zero), regions=listing(facts.regions_of(modules)), why=why)
+    kind = facts.kind_of(modules)
+    why = text(f"why.zero.{causes[0]}", p=_dropout(facts, modules, adapters), kind=kind)
+    message = text("grad-zero", params=len(zero), regions=listing(facts.regions_of(modules)), why=why,
+                   kind=kind)
     origin = next((o for o in facts.trace.origins if o.kind == "zero"), None)
     if origin is not None:
         message = join(message, text("origin.zero", op=origin.op, at=at(origin.location)))
     return make_finding(
         Code.GRAD_ZERO, Severity.ERROR, message,
-        text(f"grad-zero.fix.{causes[0]}"), modules=modules, regions=facts.regions_of(modules), adapters=adapters,
+        text(f"grad-zero.fix.{causes[0]}", kind=kind), modules=modules, regions=facts.regions_of(modules),
+        adapters=adapters,
         location=origin.location if origin else None, stack=origin.stack if origin else (),
         evidence={"zero_params": len(zero), "causes": causes, **({"born_at": origin.op} if origin else {})},
     )

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 FINDINGS: dict[str, dict[str, Any]] = {
-    "layers": {"en": {"one": "{count} LoRA layer ({params} trainable parameters)",
-                      "other": "{count} LoRA layers ({params} trainable parameters)"},
-               "zh": "{count} 个 LoRA 层（{params} 个可训练参数）"},
+    "layers": {"en": {"one": "{count} {kind} layer ({params} trainable parameters)",
+                      "other": "{count} {kind} layers ({params} trainable parameters)"},
+               "zh": "{count} 个 {kind} 层（{params} 个可训练参数）"},
     "grad-disabled.ran": {
         "en": "{what} in {regions} ran under torch.{mode}(){at}, so autograd recorded nothing for them and they got "
               "no gradient.",
@@ -58,8 +58,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "en": "{what} in {regions} ran with grad enabled, but the path to the loss is cut by {detail}{at}; no "
               "gradient came back.",
         "zh": "{regions} 中的 {what} 在启用梯度时运行，但通往损失的路径被 {detail}{at} 切断，没有梯度传回。"},
-    "detached.fix.detach": {"en": "Remove the `.detach()` there, so the gradient flows back into the LoRA layers.",
-                            "zh": "删除该处的 `.detach()`，让梯度流回 LoRA 层。"},
+    "detached.fix.detach": {"en": "Remove the `.detach()` there, so the gradient flows back into the {kind} layers.",
+                            "zh": "删除该处的 `.detach()`，让梯度流回 {kind} 层。"},
     "detached.fix.data": {"en": "Use the tensor itself instead of its `.data` there.",
                           "zh": "在该处直接使用张量本身，不要用 `.data`。"},
     "detached.fix.numpy": {"en": "Keep the computation in torch: a NumPy round trip drops the autograd graph.",
@@ -72,28 +72,28 @@ FINDINGS: dict[str, dict[str, Any]] = {
                           "zh": "保持为张量：`.item()` 会丢失计算图。"},
     "checkpoint": {
         "en": "{what} in {regions} sit inside reentrant activation checkpointing whose inputs do not require grad "
-              "({detail}): the block's output does not require grad, so backward never re-runs it and its LoRA gets "
-              "no gradient.",
+              "({detail}): the block's output does not require grad, so backward never re-runs it and its {kind} "
+              "parameters get no gradient.",
         "zh": "{regions} 中的 {what} 位于可重入激活检查点内，而其输入不需要梯度（{detail}）：该块的输出不需要梯度，"
-              "反向传播不会重新运行它，其中的 LoRA 得不到梯度。"},
+              "反向传播不会重新运行它，其中的 {kind} 参数得不到梯度。"},
     "checkpoint.fix": {
         "en": "Call `model.enable_input_require_grads()` before training, or use non-reentrant checkpointing: "
               "`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}})`.",
         "zh": "训练前调用 `model.enable_input_require_grads()`，或改用非可重入检查点："
               "`model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={{'use_reentrant': False}})`。"},
     "bypassed.direct": {
-        "en": "{what} in {regions} never ran: their base weight was used directly ({detail}){at}, around the LoRA "
+        "en": "{what} in {regions} never ran: their base weight was used directly ({detail}){at}, around the {kind} "
               "wrapper.",
-        "zh": "{regions} 中的 {what} 从未运行：其基础权重被直接使用（{detail}）{at}，绕过了 LoRA 包装层。"},
+        "zh": "{regions} 中的 {what} 从未运行：其基础权重被直接使用（{detail}）{at}，绕过了 {kind} 包装层。"},
     "bypassed.direct.fix": {"en": "Call the module itself (`layer(x)`) instead of using its `.weight` directly.",
                             "zh": "直接调用该模块（`layer(x)`），不要直接使用它的 `.weight`。"},
     "bypassed": {
-        "en": "{what} in {regions} never ran in this step, so their trainable LoRA got no gradient. The step went "
+        "en": "{what} in {regions} never ran in this step, so their trainable {kind} parameters got no gradient. The step went "
               "through {traversed}.",
-        "zh": "{regions} 中的 {what} 在这一步中从未运行，其可训练的 LoRA 因此没有梯度。这一步经过的是：{traversed}。"},
-    "bypassed.fix": {"en": "Encode through the part of the model that holds the LoRA (the path the adapter was meant "
+        "zh": "{regions} 中的 {what} 在这一步中从未运行，其可训练的 {kind} 参数因此没有梯度。这一步经过的是：{traversed}。"},
+    "bypassed.fix": {"en": "Encode through the part of the model that holds the {kind} layers (the path the adapter was meant "
                            "for)",
-                     "zh": "让编码经过持有 LoRA 的那部分模型（适配器本来要训练的路径）"},
+                     "zh": "让编码经过持有 {kind} 层的那部分模型（适配器本来要训练的路径）"},
     "bypassed.fix.regex": {
         "en": ", or put LoRA on the layers this step runs: in {model}, LoraConfig(target_modules=r\"{regex}\"); "
               "lora-trace checked with PEFT's matching that it selects exactly the linear layers the traced step ran "
@@ -123,8 +123,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
                        "zh": "存在 PEFT 配置，但模型中没有任何 LoRA 层，没有可训练的内容。"},
     "no-lora-params.fix": {"en": "Check target_modules against the model's module names (`lora-trace targets`).",
                            "zh": "对照模型的模块名检查 target_modules（`lora-trace targets`）。"},
-    "adapter-inactive": {"en": "{layers} LoRA layers in {regions} add no LoRA delta for adapter {adapters}: when they ran, the adapter was {reasons}.",
-                         "zh": "{regions} 中的 {layers} 个 LoRA 层没有为适配器 {adapters} 加上 LoRA 增量：这些层运行时，适配器{reasons}。"},
+    "adapter-inactive": {"en": "{layers} {kind} layers in {regions} add no {kind} delta for adapter {adapters}: when they ran, the adapter was {reasons}.",
+                         "zh": "{regions} 中的 {layers} 个 {kind} 层没有为适配器 {adapters} 加上 {kind} 增量：这些层运行时，适配器{reasons}。"},
     "adapter-inactive.changed": {"en": " The step itself changed the adapter state{at}.",
                                  "zh": " 是这一步本身改变了适配器状态{at}。"},
     "skipped-by-model": {
@@ -256,10 +256,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "en": "Nothing to fix in the model. To check that these adapters learn, compare their parameters before and "
               "after a few optimizer steps.",
         "zh": "模型本身无需修改。若要确认这些适配器在学习，请比较几次优化器更新前后的参数。"},
-    "frozen-reference": {"en": "{layers} frozen LoRA layers in {regions} ran only with grad disabled and hold nothing the optimizer updates: a reference copy (a DPO/KL reference, an EMA teacher), not a failure.",
-                         "zh": "{regions} 中的 {layers} 个冻结的 LoRA 层只在禁用梯度时运行，且不含优化器更新的参数：这是一个参考模型副本（DPO/KL 参考模型、EMA 教师），不是故障。"},
-    "frozen-reference.adapter": {"en": "The frozen adapter(s) {adapters} on {layers} LoRA layers in {regions} added their delta only while grad was disabled and hold nothing the optimizer updates: a reference the step switches to (a DPO/KL reference pass), not an adapter meant to train.",
-                                 "zh": "{regions} 中 {layers} 个 LoRA 层上被冻结的适配器 {adapters} 只在禁用梯度时生效，且不含优化器更新的参数：这是步骤中切换使用的参考适配器（DPO/KL 参考前向），而不是要训练的适配器。"},
+    "frozen-reference": {"en": "{layers} frozen {kind} layers in {regions} ran only with grad disabled and hold nothing the optimizer updates: a reference copy (a DPO/KL reference, an EMA teacher), not a failure.",
+                         "zh": "{regions} 中的 {layers} 个冻结的 {kind} 层只在禁用梯度时运行，且不含优化器更新的参数：这是一个参考模型副本（DPO/KL 参考模型、EMA 教师），不是故障。"},
+    "frozen-reference.adapter": {"en": "The frozen adapter(s) {adapters} on {layers} {kind} layers in {regions} added their delta only while grad was disabled and hold nothing the optimizer updates: a reference the step switches to (a DPO/KL reference pass), not an adapter meant to train.",
+                                 "zh": "{regions} 中 {layers} 个 {kind} 层上被冻结的适配器 {adapters} 只在禁用梯度时生效，且不含优化器更新的参数：这是步骤中切换使用的参考适配器（DPO/KL 参考前向），而不是要训练的适配器。"},
     "frozen-reference.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
     "reason.disabled": {"en": "disabled", "zh": "已被禁用"},
     "reason.merged": {"en": "merged into the base weights", "zh": "已合并进基础权重"},
@@ -276,9 +276,9 @@ FINDINGS: dict[str, dict[str, Any]] = {
                  "zh": "激活要训练的适配器（`model.set_adapter(name)`），或冻结不训练的适配器"},
     "fix.scaled": {"en": "restore the scale (`lora_alpha` > 0, or undo `scale_layer(0)`)",
                    "zh": "恢复缩放系数（`lora_alpha` > 0，或撤销 `scale_layer(0)`）"},
-    "lora-frozen": {"en": "{params} LoRA parameters of the active adapter in {regions} have requires_grad=False, so "
+    "lora-frozen": {"en": "{params} {kind} parameters of the active adapter in {regions} have requires_grad=False, so "
                           "they cannot learn.",
-                    "zh": "{regions} 中激活适配器的 {params} 个 LoRA 参数 requires_grad=False，无法学习。"},
+                    "zh": "{regions} 中激活适配器的 {params} 个 {kind} 参数 requires_grad=False，无法学习。"},
     "lora-frozen.fix": {"en": "Re-enable them after any freezing: `lora_trace.fixes.enable_lora_gradients(model)`; "
                               "load adapters with `PeftModel.from_pretrained(..., is_trainable=True)`.",
                         "zh": "在所有冻结操作之后重新启用：`lora_trace.fixes.enable_lora_gradients(model)`；"
@@ -310,44 +310,44 @@ FINDINGS: dict[str, dict[str, Any]] = {
     "target-unmatched.fix.cli": {"en": "; `lora-trace targets` shows what each entry matches.",
                                  "zh": "；`lora-trace targets` 可显示每个条目匹配到的模块。"},
     "loss-no-grad": {"en": "The loss has no grad_fn: nothing it was computed from requires grad, so backward cannot "
-                           "reach any LoRA parameter.",
-                     "zh": "损失没有 grad_fn：计算它的输入都不需要梯度，反向传播到达不了任何 LoRA 参数。"},
+                           "reach any {kind} parameter.",
+                     "zh": "损失没有 grad_fn：计算它的输入都不需要梯度，反向传播到达不了任何 {kind} 参数。"},
     "loss-no-grad.fix": {"en": "Find where the loss's inputs lose their graph (no_grad, detach, frozen parameters); "
                                "lora_trace.diagnose() names the line.",
                          "zh": "找出损失的输入在哪里丢失了计算图（no_grad、detach、冻结的参数）；"
                                "lora_trace.diagnose() 会指出具体代码行。"},
     "folded-loss": {"en": " As a consequence the loss has no grad_fn.", "zh": " 因此损失没有 grad_fn。"},
-    "nonfinite-grad": {"en": "{params} LoRA parameters got NaN/Inf gradients ({modules}).",
-                       "zh": "{params} 个 LoRA 参数得到了 NaN/Inf 梯度（{modules}）。"},
+    "nonfinite-grad": {"en": "{params} {kind} parameters got NaN/Inf gradients ({modules}).",
+                       "zh": "{params} 个 {kind} 参数得到了 NaN/Inf 梯度（{modules}）。"},
     "nonfinite-grad.fix": {"en": "Lower the learning rate, check the loss for log(0) or division by zero, or use a "
                                  "GradScaler.",
                            "zh": "降低学习率，检查损失中是否有 log(0) 或除以零，或使用 GradScaler。"},
-    "not-in-optimizer": {"en": "{params} trainable LoRA parameters are in no optimizer param group: they get "
+    "not-in-optimizer": {"en": "{params} trainable {kind} parameters are in no optimizer param group: they get "
                                "gradients but nothing updates them (an optimizer built before get_peft_model?).",
-                         "zh": "{params} 个可训练的 LoRA 参数不在任何优化器参数组中：它们有梯度但不会被更新"
+                         "zh": "{params} 个可训练的 {kind} 参数不在任何优化器参数组中：它们有梯度但不会被更新"
                                "（优化器是否在 get_peft_model 之前创建？）。"},
     "not-in-optimizer.fix": {"en": "Build the optimizer after get_peft_model: `optimizer = torch.optim.AdamW([p for p "
                                    "in model.parameters() if p.requires_grad], lr=...)`.",
                              "zh": "在 get_peft_model 之后创建优化器：`optimizer = torch.optim.AdamW([p for p in "
                                    "model.parameters() if p.requires_grad], lr=...)`。"},
-    "grad-zero": {"en": "{params} trainable LoRA parameters in {regions} got a gradient that is exactly zero although the other factor of their adapter is not all zero, so this is not the normal first step (where only the factor beside an all-zero one gets zeros): {why}. The adapter learns nothing from this batch.",
-                  "zh": "{regions} 中的 {params} 个可训练 LoRA 参数得到的梯度恰好为零，而其适配器的另一个因子并非全零，所以这不是正常的第一步（那时只有全零因子旁边的因子得到零梯度）：{why}。适配器从这个批次中学不到任何东西。"},
+    "grad-zero": {"en": "{params} trainable {kind} parameters in {regions} got a gradient that is exactly zero although the other factor of their adapter is not all zero, so this is not the normal first step (where only the factor beside an all-zero one gets zeros): {why}. The adapter learns nothing from this batch.",
+                  "zh": "{regions} 中的 {params} 个可训练 {kind} 参数得到的梯度恰好为零，而其适配器的另一个因子并非全零，所以这不是正常的第一步（那时只有全零因子旁边的因子得到零梯度）：{why}。适配器从这个批次中学不到任何东西。"},
     "why.zero.dropout": {"en": "LoRA dropout is {p}, so in training mode every input of the LoRA branch is dropped",
                          "zh": "LoRA dropout 为 {p}，训练模式下 LoRA 分支的所有输入都被丢弃"},
     "why.zero.alora": {"en": "activated LoRA (alora_invocation_tokens) found no invocation sequence in the batch, so the adapter was masked off for every row",
                        "zh": "激活式 LoRA（alora_invocation_tokens）在批次中找不到调用序列，因此适配器对每一行都被屏蔽"},
-    "why.zero.masked": {"en": "the LoRA output was multiplied by zero on its way to the loss (a mask that is all zero for this batch, a zero weight)",
-                        "zh": "LoRA 的输出在通往损失的路上被乘以零（对这个批次全为零的掩码、为零的权重）"},
+    "why.zero.masked": {"en": "the {kind} output was multiplied by zero on its way to the loss (a mask that is all zero for this batch, a zero weight)",
+                        "zh": "{kind} 的输出在通往损失的路上被乘以零（对这个批次全为零的掩码、为零的权重）"},
     "grad-zero.fix.dropout": {"en": "Set lora_dropout below 1 (typically 0.05-0.1).", "zh": "把 lora_dropout 设为小于 1 的值（通常 0.05-0.1）。"},
     "grad-zero.fix.alora": {"en": "Put the invocation sequence into every training example (it must appear token for token, as the tokenizer produces it), or train a plain LoRA.",
                             "zh": "在每个训练样本中加入调用序列（必须与分词器产生的 token 完全一致），或改用普通 LoRA。"},
-    "grad-zero.fix.masked": {"en": "Find the zero factor between the LoRA layers and the loss: check the masks (attention / padding masks inverted, all-zero for this batch) and the loss weights (in GRPO/RLOO the advantages are all zero when every completion of a group gets the same reward: check the reward functions); lora_trace.diagnose() follows the path where it can.",
-                             "zh": "找出 LoRA 层与损失之间的零因子：检查掩码（注意力/填充掩码是否取反、对该批次是否全零）和损失权重（GRPO/RLOO 中若一组内每个补全得到相同奖励，优势值全为零：请检查奖励函数）；lora_trace.diagnose() 会尽可能追踪该路径。"},
-    "zero-grad-at-init": {"en": "{layers} LoRA layers have exactly-zero lora_A gradients because lora_B is still all "
-                                "zero; lora_B got a gradient, so lora_A will after the first update. This is normal "
-                                "at initialisation.",
-                          "zh": "{layers} 个 LoRA 层的 lora_A 梯度恰好为零，因为 lora_B 仍全为零；lora_B 已得到梯度，"
-                                "第一次更新后 lora_A 也会有梯度。这在初始化时是正常的。"},
+    "grad-zero.fix.masked": {"en": "Find the zero factor between the {kind} layers and the loss: check the masks (attention / padding masks inverted, all-zero for this batch) and the loss weights (in GRPO/RLOO the advantages are all zero when every completion of a group gets the same reward: check the reward functions); lora_trace.diagnose() follows the path where it can.",
+                             "zh": "找出 {kind} 层与损失之间的零因子：检查掩码（注意力/填充掩码是否取反、对该批次是否全零）和损失权重（GRPO/RLOO 中若一组内每个补全得到相同奖励，优势值全为零：请检查奖励函数）；lora_trace.diagnose() 会尽可能追踪该路径。"},
+    "zero-grad-at-init": {"en": "{layers} {kind} layers have exactly-zero {waiting} gradients because {zero} is still "
+                                "all zero; {zero} got a gradient, so {waiting} will after the first update. This is "
+                                "normal at initialisation.",
+                          "zh": "{layers} 个 {kind} 层的 {waiting} 梯度恰好为零，因为 {zero} 仍全为零；{zero} 已得到梯度，"
+                                "第一次更新后 {waiting} 也会有梯度。这在初始化时是正常的。"},
     "note.no-loss": {"en": "no loss was seen: call backward() inside the block, return the loss from the model, or pass it with t.diagnose(loss=...)",
                      "zh": "没有观察到损失：请在代码块内调用 backward()、让模型返回损失，或用 t.diagnose(loss=...) 传入损失"},
     "note.meta": {"en": "gradient norms do not exist on the meta device: only which parameters a gradient reaches",
@@ -356,15 +356,15 @@ FINDINGS: dict[str, dict[str, Any]] = {
                           "zh": "默认模式不监视切断计算图的调用；lora_trace.diagnose()、trace(deep=True) 或 `lora-trace run --deep` 能找到切断路径的代码行"},
     "note.compiled": {"en": "the model is torch.compile'd: it was traced through its original module; the hooks made dynamo recompile it, and what dynamo fuses is seen only at module boundaries",
                       "zh": "模型经过 torch.compile：追踪的是其原始模块；钩子会让 dynamo 重新编译，被 dynamo 融合的部分只能在模块边界处观察"},
-    "ddp-unused": {"en": "Under DDP, some ranks produced no gradient for trainable LoRA parameters: {parts}.",
-                   "zh": "在 DDP 下，有的 rank 没有为可训练的 LoRA 参数产生梯度：{parts}。"},
+    "ddp-unused": {"en": "Under DDP, some ranks produced no gradient for trainable {kind} parameters: {parts}.",
+                   "zh": "在 DDP 下，有的 rank 没有为可训练的 {kind} 参数产生梯度：{parts}。"},
     "ddp-unused.rank": {"en": "rank {rank}: {count} ({params})", "zh": "rank {rank}：{count} 个（{params}）"},
     "ddp-unused.divergent": {"en": " Ranks {ranks} took a different path than the others: these are the parameters DDP reports as unused (with find_unused_parameters=False its backward waits for them until the process-group timeout).",
                              "zh": " rank {ranks} 走了与其他 rank 不同的路径：这些就是 DDP 报告为未使用的参数（find_unused_parameters=False 时，反向传播会一直等待它们直到进程组超时）。"},
     "ddp-unused.none": {"en": " No rank used them: the per-rank findings say why.",
                         "zh": " 没有任何 rank 使用它们：各 rank 的诊断说明了原因。"},
-    "ddp-unused.fix": {"en": "Make every rank run the same LoRA layers (the same branches for every batch), or construct DDP with find_unused_parameters=True while a rank may skip some; the per-rank reports show each path.",
-                       "zh": "让每个 rank 运行相同的 LoRA 层（每个批次走相同的分支），或在某些 rank 可能跳过时用 find_unused_parameters=True 构造 DDP；各 rank 的报告显示了各自的路径。"},
+    "ddp-unused.fix": {"en": "Make every rank run the same {kind} layers (the same branches for every batch), or construct DDP with find_unused_parameters=True while a rank may skip some; the per-rank reports show each path.",
+                       "zh": "让每个 rank 运行相同的 {kind} 层（每个批次走相同的分支），或在某些 rank 可能跳过时用 find_unused_parameters=True 构造 DDP；各 rank 的报告显示了各自的路径。"},
     "zero-grad-at-init.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
     "no-supervised-tokens": {"en": "Every label in the batch equals the ignore index -100: no token is supervised, "
                                    "so the loss is {loss} and the gradients carry nothing.",
@@ -373,9 +373,9 @@ FINDINGS: dict[str, dict[str, Any]] = {
                                        "answer, truncation that cuts every answer, or padding labelled -100 everywhere.",
                                  "zh": "检查数据整理器和标签掩码：提示掩码是否把答案也掩掉了、截断是否截掉了所有答案、"
                                        "或所有位置都被标为 -100。"},
-    "not-updated": {"en": "{params} LoRA parameters got non-zero gradients and sit in the optimizer, but their "
+    "not-updated": {"en": "{params} {kind} parameters got non-zero gradients and sit in the optimizer, but their "
                           "values did not change over the step ({modules}): {why}. Learning rates: {lrs}.",
-                    "zh": "{params} 个 LoRA 参数得到了非零梯度且在优化器中，但这一步之后数值没有变化（{modules}）："
+                    "zh": "{params} 个 {kind} 参数得到了非零梯度且在优化器中，但这一步之后数值没有变化（{modules}）："
                           "{why}。学习率：{lrs}。"},
     "why.warmup": {"en": "a learning rate of 0 set by the schedule (its initial lr is {initial}): expected for the first step or two of a warm-up; later in a run it means the schedule has reached 0",
                    "zh": "调度器把学习率设为 0（其初始学习率为 {initial}）：在预热的前一两步属于正常；在训练后期则表示调度已降到 0"},
