@@ -28,6 +28,12 @@ class Facts:
         return adapter_kind(site.tuner for site in chosen or self.trace.sites)
 
     @cached_property
+    def sharded(self) -> bool:
+        """The adapter parameters are sharded across ranks (FSDP2 DTensors): each rank holds a part."""
+        return any(p.shard_zero is not None for site in self.trace.sites for p in site.params) or any(
+            a.shard for a in self.trace.arrivals)
+
+    @cached_property
     def trainable(self) -> frozenset[str]:
         return frozenset(p for site in self.trace.sites for p in site.trainable_params)
 
@@ -50,7 +56,8 @@ class Facts:
         """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
         this step: what every error finding must explain."""
         got = self.got_grad
-        if got is None:  # certain even so: a step that raised or that ended in an optimizer step trained with
+        if got is None or self.trace.raised_in_backward:  # (a backward that raised proves nothing by what did
+            # not arrive) certain even so: a step that raised or that ended in an optimizer step trained with
             # nothing but these calls, and layers that ran only with grad off got nothing from them
             trained = not self.trace.complete or self.trace.optimizer_steps > 0
             return self.ran_grad_off_only - self.skipped if trained else frozenset()

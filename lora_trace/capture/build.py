@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import math
+import traceback
 
 import torch
 
@@ -89,6 +90,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         loss_fed_by=loss_fed_by,
         labels_all_ignored=rec.labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
+        raised_in_backward=error is not None and _inside_backward(error),
         notes=tuple(notes),
         changes=_changes(rec),
         trainable_at_end=tuple(name for name, p in found.lora_params() if p.requires_grad),
@@ -104,7 +106,7 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
             continue
         local = now.to_local() if hasattr(now, "to_local") else now
         with torch.no_grad():
-            late[name] = GradCounter(1, torch.linalg.vector_norm(local.detach().float()))
+            late[name] = GradCounter(1, torch.linalg.vector_norm(local.detach().float()), local is not now)
     return late
 
 
@@ -116,7 +118,8 @@ def _computed_only(rec: Recording) -> dict[str, GradCounter]:
             continue
         grad = seen.norm.to_local() if hasattr(seen.norm, "to_local") else seen.norm
         with torch.no_grad():
-            found[name] = GradCounter(seen.count, torch.linalg.vector_norm(grad.detach().float()))
+            norm = torch.linalg.vector_norm(grad.detach().float())
+            found[name] = GradCounter(seen.count, norm, grad is not seen.norm)
     return found
 
 
@@ -139,9 +142,13 @@ def _arrivals(grads: dict[str, GradCounter]) -> tuple[GradArrival, ...]:
             values[name] = float(value)
     arrivals = []
     for name in names:
-        value = values[name]
+        value, shard = values[name], grads[name].shard
+        zero = None if value is None else value == 0.0
         finite = None if value is None else math.isfinite(value)
-        arrivals.append(GradArrival(name, grads[name].count, value, None if value is None else value == 0.0, finite))
+        if shard:  # one shard tells only what it holds: a non-zero or non-finite value is certain, the rest
+            zero = False if zero is False else None  # is for the explicit gather to answer across ranks
+            finite = False if finite is False else None
+        arrivals.append(GradArrival(name, grads[name].count, value, zero, finite, shard))
     return tuple(arrivals)
 
 
@@ -191,10 +198,20 @@ def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
         current = dict(found.lora_params())
         with torch.no_grad():
             updated = tuple(sorted(n for n, before in rec.start.values.items()
-                                   if not torch.equal(before, current[n].detach())))
+                                   if not torch.equal(_local(before), _local(current[n].detach()))))
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
                          rec.step_lrs, rec.initial_lrs, frozen)
+
+
+def _inside_backward(error: BaseException) -> bool:
+    """Whether the exception came out of autograd's engine (backward() or autograd.grad() was running)."""
+    return any(frame.name == "_engine_run_backward" for frame in traceback.extract_tb(error.__traceback__))
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (comparing DTensors would run a collective), or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _scaler_skipped(rec: Recording) -> bool | None:

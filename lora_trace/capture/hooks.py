@@ -254,13 +254,15 @@ class StepHooks:
     def _grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
         def hook(param: torch.Tensor) -> None:
             grad = param.grad
-            if grad is not None and hasattr(grad, "to_local"):
+            shard = grad is not None and hasattr(grad, "to_local")
+            if shard:
                 grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
             with self.paused(), torch.no_grad():
                 norm = torch.linalg.vector_norm(grad.detach().float()) if grad is not None else None
             counter = self.rec.grads.setdefault(name, GradCounter())
             counter.count += 1
             counter.norm = norm
+            counter.shard = shard
             self.rec.backward_seen = True
 
         return hook

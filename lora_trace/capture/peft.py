@@ -173,7 +173,8 @@ def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...],
             else:
                 param_names[id(param)] = qualified
                 owned[-1].append((qualified, adapter, role, param))
-    zero_flags = iter(_all_zero_flags([p[3] for params in owned for p in params]))
+    every = [p[3] for params in owned for p in params]
+    zero_flags, shard_flags = iter(_all_zero_flags(every)), iter(_all_zero_flags(every, shards=True))
     sites = []
     for (name, layer), params, others in zip(modules.items(), owned, shared, strict=True):
         scaling = getattr(layer, "scaling", None)
@@ -187,8 +188,8 @@ def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...],
             disabled=bool(layer.disable_adapters),
             scalings=tuple((a, float(s)) for a, s in sorted(scaling.items()) if isinstance(s, (int, float)))
             if isinstance(scaling, dict) else (),
-            params=tuple(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad, next(zero_flags))
-                         for qualified, adapter, role, param in params),
+            params=tuple(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad, next(zero_flags),
+                                   next(shard_flags)) for qualified, adapter, role, param in params),
             tuner=tuner_name(layer),
             shared=tuple(dict.fromkeys(param_names[key] for key in others)),
         ))
@@ -207,15 +208,18 @@ def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str,
                 yield f"{name}.{role}.{adapter}", adapter, role, holder
 
 
-def _all_zero_flags(params: list[nn.Parameter]) -> list[bool | None]:
+def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list[bool | None]:
+    """Whether each parameter is all zero; None where unknown. A sharded DTensor's answer needs every rank
+    (no collective here): with `shards`, the flags are of this rank's shard of the sharded ones only."""
     flags: list[bool | None] = [None] * len(params)
     by_device: dict[torch.device, list[int]] = {}
     for i, p in enumerate(params):
-        if p.device.type != "meta" and not hasattr(p, "to_local"):  # a sharded DTensor: unknown without a collective
+        if p.device.type != "meta" and hasattr(p, "to_local") == shards:
             by_device.setdefault(p.device, []).append(i)
+    local = [p.to_local() if shards else p for p in params] if by_device else params
     with torch.no_grad():
         for indices in by_device.values():
-            values = torch.stack([(params[i] == 0).all() for i in indices]).tolist()
+            values = torch.stack([(local[i] == 0).all() for i in indices]).tolist()
             for i, value in zip(indices, values, strict=True):
                 flags[i] = bool(value)
     return flags

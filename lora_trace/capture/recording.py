@@ -36,6 +36,7 @@ class GradCounter:
 
     count: int = 0
     norm: torch.Tensor | None = None
+    shard: bool = False  # the norm is of this rank's shard only (FSDP2 / DTensor)
 
 
 @dataclass(slots=True)

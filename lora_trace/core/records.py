@@ -44,6 +44,8 @@ class LoraParam:
     numel: int
     requires_grad: bool  # at the start of the traced step
     all_zero: bool | None  # values exactly zero at the start (None where unknown, e.g. meta tensors)
+    shard_zero: bool | None = None  # sharded (FSDP2): this rank's shard all zero at the start; the gather
+    # combines the ranks' answers into all_zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,9 @@ class GradArrival:
     param: str
     count: int  # how many times a gradient was accumulated (gradient accumulation gives several)
     norm: float | None  # of the accumulated gradient after the last arrival; None where unknown (meta)
-    zero: bool | None
+    zero: bool | None  # None where unknown: a shard whose values are all zero says nothing about the others
     finite: bool | None
+    shard: bool = False  # norm, zero and finite are of this rank's shard (FSDP2); the gather answers for all
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,8 @@ class Trace:
     region_calls: tuple[RegionCall, ...] = ()
     loss_fed_by: tuple[int, ...] = ()  # region calls whose outputs the loss is computed from, nearest first
     error: str | None = None  # the exception type and message when the traced block raised
+    raised_in_backward: bool = False  # it raised inside backward: the gradients that had not arrived yet prove
+    # no cut (a collective that timed out under FSDP, an error in a backward hook)
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py
     changes: tuple[StateChange, ...] = ()  # adapter state changed during the step (deep mode sees these)
     trainable_at_end: tuple[str, ...] | None = None  # LoRA parameters with requires_grad when the block ended

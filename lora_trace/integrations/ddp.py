@@ -1,5 +1,7 @@
-"""DDP: gather every rank's run and say which rank took which path, and which LoRA parameters a rank
-produced no gradient for (what DDP would blame as unused, one iteration late or as a hang).
+"""DDP and FSDP2: gather every rank's run and say which rank took which path, and which LoRA parameters a
+rank produced no gradient for (what DDP would blame as unused, one iteration late or as a hang). With FSDP2's
+sharded parameters, each rank sees its shard only: the gather combines them (whole gradient norms, values
+all zero across shards) and judges the step again with them.
 
 `gather(diagnosis)` is a collective: every rank of the group calls it, after its traced step ended
 normally. lora-trace never starts a collective by itself (not in a tracer's `__exit__`, not after an
@@ -11,12 +13,21 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..analysis.distributed import DistributedDiagnosis, drift_findings, load_distributed, unused_findings
+from ..analysis.distributed import (
+    DistributedDiagnosis,
+    RankPlace,
+    combine_shards,
+    drift_findings,
+    load_distributed,
+    unused_findings,
+)
 from ..core.findings import Diagnosis, order_findings
 from ..core.serialize import diagnosis_from_dict, diagnosis_to_dict
 
@@ -30,7 +41,9 @@ def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedel
     between ranks after the step are `ddp-drift` (gradients not averaged)."""
     if not dist.is_available() or not dist.is_initialized():
         return DistributedDiagnosis((diagnosis,), ())
-    payload = json.dumps(diagnosis_to_dict(diagnosis), allow_nan=False).encode("utf-8")
+    sharded = model is not None and _sharded(model)
+    mine = {"run": diagnosis_to_dict(diagnosis), "place": _place(group)}
+    payload = json.dumps(mine, allow_nan=False).encode("utf-8")
     device = _device(group)
     size = torch.tensor([len(payload)], dtype=torch.int64, device=device)
     world = dist.get_world_size(group)
@@ -41,14 +54,30 @@ def gather(diagnosis: Diagnosis, *, group: Any = None, timeout: datetime.timedel
     mine[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
     buffers = [torch.zeros(longest, dtype=torch.uint8, device=device) for _ in range(world)]
     _wait(dist.all_gather(buffers, mine, group=group, async_op=True), timeout, "runs")
-    ranks = tuple(diagnosis_from_dict(json.loads(bytes(b[: int(s.item())].cpu().tolist()).decode("utf-8")),
-                                      source=f"rank {rank}")
-                  for rank, (b, s) in enumerate(zip(buffers, sizes, strict=True)))
-    findings = unused_findings(ranks)
-    if model is not None and not _sharded(model):  # FSDP holds one copy, sharded: nothing to drift apart
+    everyone = [json.loads(bytes(b[: int(s.item())].cpu().tolist()).decode("utf-8"))
+                for b, s in zip(buffers, sizes, strict=True)]
+    ranks = tuple(diagnosis_from_dict(one["run"], source=f"rank {rank}") for rank, one in enumerate(everyone))
+    places = tuple(RankPlace(**one["place"]) for one in everyone)
+    findings = unused_findings(ranks, sharded=sharded)
+    if sharded:  # one copy, sharded: nothing to drift apart, and each rank holds a part of every answer
+        shards, combined = combine_shards(ranks)
+        findings = order_findings([*findings, *(f for f in combined.findings if f.severity == "error")])
+        return DistributedDiagnosis(ranks, findings, places, shards, combined)
+    if model is not None:
         checksums = _gather_checksums(model, device, world, group, timeout)
         findings = order_findings([*findings, *drift_findings(ranks, checksums, _wrapped(model))])
-    return DistributedDiagnosis(ranks, findings)
+    return DistributedDiagnosis(ranks, findings, places)
+
+
+def _place(group: Any) -> dict[str, Any]:
+    """Where this rank runs, as torchrun says it (GROUP_RANK is the node's rank, LOCAL_RANK the process's)."""
+    def number(key: str) -> int | None:
+        value = os.environ.get(key, "")
+        return int(value) if value.isdigit() else None
+
+    return {"rank": dist.get_rank(group), "node": number("GROUP_RANK"), "local_rank": number("LOCAL_RANK"),
+            "host": socket.gethostname()}
+
 
 
 def _gather_checksums(model: Any, device: torch.device, world: int, group: Any, timeout: datetime.timedelta

@@ -46,6 +46,18 @@ def check_paths(facts: Facts) -> list[Finding]:
     return findings + _skipped(facts)
 
 
+def _sharded_skip(facts: Facts, modules: tuple[str, ...], skipped: list[str]) -> Finding:
+    """A rank of a sharded model (FSDP2) skipped parts of it and its step raised: every rank all-gathers
+    and reduce-scatters each unit it runs, so the others waited in a collective this rank never joined."""
+    params = sum(len(facts.sites[m].trainable_params) for m in modules)
+    return make_finding(
+        Code.DDP_UNUSED, Severity.ERROR,
+        text("sharded-skip", what=text("layers", count=len(modules), params=params, kind=facts.kind_of(modules)),
+             skipped=listing(skipped), error=facts.trace.error.split("\n")[0][:160]),
+        text("sharded-skip.fix"), modules=modules, regions=facts.regions_of(modules),
+        evidence={"skipped": skipped, "raised_in_backward": facts.trace.raised_in_backward})
+
+
 def _skipped(facts: Facts) -> list[Finding]:
     """Adapter layers the model's own control flow did not run this step: info, with the evidence."""
     skips = {m: s for m, s in facts.skips.items() if facts.sites[m].trainable_params}
@@ -54,6 +66,8 @@ def _skipped(facts: Facts) -> list[Finding]:
     modules = tuple(sorted(skips))
     skipped = sorted({s.skipped for s in skips.values()})
     enclosing = sorted({s.enclosing for s in skips.values()})
+    if facts.sharded and facts.trace.error:
+        return [_sharded_skip(facts, modules, skipped)]
     message = text("skipped-by-model", count=len(modules), total=len(facts.trace.sites), skipped=listing(skipped),
                    enclosing=listing(enclosing, empty=text("model.root")))
     if not facts.trace.deep:  # weight uses are watched in deep mode only: say what this evidence cannot exclude

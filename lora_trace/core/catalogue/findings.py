@@ -356,13 +356,28 @@ FINDINGS: dict[str, dict[str, Any]] = {
                           "zh": "默认模式不监视切断计算图的调用；lora_trace.diagnose()、trace(deep=True) 或 `lora-trace run --deep` 能找到切断路径的代码行"},
     "note.compiled": {"en": "the model is torch.compile'd: it was traced through its original module; the hooks made dynamo recompile it, and what dynamo fuses is seen only at module boundaries",
                       "zh": "模型经过 torch.compile：追踪的是其原始模块；钩子会让 dynamo 重新编译，被 dynamo 融合的部分只能在模块边界处观察"},
-    "ddp-unused": {"en": "Under DDP, some ranks produced no gradient for trainable {kind} parameters: {parts}.",
-                   "zh": "在 DDP 下，有的 rank 没有为可训练的 {kind} 参数产生梯度：{parts}。"},
+    "ddp-unused": {"en": "Across the ranks, some produced no gradient for trainable {kind} parameters: {parts}.",
+                   "zh": "在多个 rank 之间，有的 rank 没有为可训练的 {kind} 参数产生梯度：{parts}。"},
     "ddp-unused.rank": {"en": "rank {rank}: {count} ({params})", "zh": "rank {rank}：{count} 个（{params}）"},
     "ddp-unused.divergent": {"en": " Ranks {ranks} took a different path than the others: these are the parameters DDP reports as unused (with find_unused_parameters=False its backward waits for them until the process-group timeout).",
                              "zh": " rank {ranks} 走了与其他 rank 不同的路径：这些就是 DDP 报告为未使用的参数（find_unused_parameters=False 时，反向传播会一直等待它们直到进程组超时）。"},
     "ddp-unused.none": {"en": " No rank used them: the per-rank findings say why.",
                         "zh": " 没有任何 rank 使用它们：各 rank 的诊断说明了原因。"},
+    "sharded-skip": {
+        "en": "This rank skipped {skipped}, {what}, of a sharded model, "
+              "and its step raised ({error}). Under FSDP every rank all-gathers and reduce-scatters each "
+              "unit it runs: a unit one rank skips leaves the others waiting in a collective this rank never "
+              "joins, until the process group's timeout. The other ranks' reports show the same error with no "
+              "skip.",
+        "zh": "该 rank 跳过了分片模型中的 {skipped}（{what}），且这一步抛出了异常"
+              "（{error}）。在 FSDP 下，每个 rank 都要对它运行的每个单元做 all-gather 和 reduce-scatter：一个 rank "
+              "跳过的单元会让其他 rank 一直等待一个它永远不会参加的集合通信，直到进程组超时。其他 rank 的报告显示同样的"
+              "错误但没有跳过。"},
+    "sharded-skip.fix": {
+        "en": "Run the same blocks on every rank: for a data-dependent branch, run the block and multiply its "
+              "output by 0 (or by a mask) instead of skipping it, so every rank joins its collectives.",
+        "zh": "让每个 rank 运行相同的块：对依赖数据的分支，运行该块并把它的输出乘以 0（或一个掩码），而不是跳过它，"
+              "这样每个 rank 都会参加它的集合通信。"},
     "ddp-unused.fix": {"en": "Make every rank run the same {kind} layers (the same branches for every batch), or construct DDP with find_unused_parameters=True while a rank may skip some; the per-rank reports show each path.",
                        "zh": "让每个 rank 运行相同的 {kind} 层（每个批次走相同的分支），或在某些 rank 可能跳过时用 find_unused_parameters=True 构造 DDP；各 rank 的报告显示了各自的路径。"},
     "zero-grad-at-init.fix": {"en": "Nothing to fix.", "zh": "无需修复。"},
