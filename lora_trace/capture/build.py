@@ -10,7 +10,7 @@ import traceback
 
 import torch
 
-from ..core.records import Cut, CutKind, GradArrival, OptimizerInfo, Reachability, StateChange, Trace
+from ..core.records import Cut, CutKind, GradArrival, MicroStep, OptimizerInfo, Reachability, StateChange, Trace
 from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
@@ -91,6 +91,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         labels_all_ignored=rec.labels_all_ignored,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         raised_in_backward=error is not None and _inside_backward(error),
+        micro_steps=tuple(MicroStep(synced, tuple(sorted(params))) for synced, params in rec.micro_steps),
         notes=tuple(notes),
         changes=_changes(rec),
         trainable_at_end=tuple(name for name, p in found.lora_params() if p.requires_grad),

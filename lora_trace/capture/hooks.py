@@ -58,6 +58,7 @@ class StepHooks:
         self._watch_enclosing()
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))
+        keep(rec.found.root.register_forward_pre_hook(self._micro_step_hook))
         if rec.optimizer is not None and self._optimizer_hooks:
             self.watch_optimizer(rec.optimizer)
         for name, param in rec.found.lora_params():
@@ -198,6 +199,11 @@ class StepHooks:
                 ignored = bool((labels == -100).all())
             self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
 
+    def _micro_step_hook(self, module: nn.Module, args: tuple) -> None:
+        """A call of the model opens a micro-step; DDP's flag says whether its backward will all-reduce."""
+        flag = self.rec.sync_flag
+        self.rec.micro_steps.append((flag() if flag is not None else None, {}))
+
     def watch_optimizer(self, optimizer: Any) -> None:
         if self._optimizer_hooks:
             self._keep(optimizer.register_step_pre_hook(self._step_pre_hook))
@@ -263,6 +269,8 @@ class StepHooks:
             counter.count += 1
             counter.norm = norm
             counter.shard = shard
+            if self.rec.micro_steps:
+                self.rec.micro_steps[-1][1][name] = None
             self.rec.backward_seen = True
 
         return hook

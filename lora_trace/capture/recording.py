@@ -93,6 +93,9 @@ class Recording:
     incoming: dict[str, GradCounter] = field(default_factory=dict)  # computed for it (also autograd.grad(),
     # which accumulates nothing): the last incoming gradient, its norm taken at the end
     backward_seen: bool = False
+    micro_steps: list[tuple[bool | None, dict[str, None]]] = field(default_factory=list)  # per model call:
+    # DDP's sync flag, the adapter parameters whose gradient arrived after it
+    sync_flag: Any = None  # () -> DDP's require_backward_grad_sync of the wrapper traced, or None
     labels_all_ignored: bool | None = None
     optimizer_steps: int = 0
     adaptable_run: dict[str, None] | None = None  # deep mode: adaptable modules that ran with grad on

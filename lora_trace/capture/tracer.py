@@ -45,6 +45,7 @@ class Tracer:
                  label: str | None = None, scaler: Any = None,
                  before_write: Callable[[Any], None] | None = None, optimizer_hooks: bool = True) -> None:
         self._root = unwrap(model)
+        self._ddp = _ddp_of(model)
         self._compiled = is_compiled(model)
         self._optimizer = unwrap_optimizer(optimizer)
         self._scaler = scaler
@@ -88,6 +89,8 @@ class Tracer:
         rec = Recording(found=found, deep=self._deep, label=self._label, compiled=self._compiled,
                         optimizer=self._optimizer, scaler=self._scaler, eval_modules=_eval_modules(found),
                         start=optimizer_start(found, self._optimizer, self._scaler))
+        ddp = self._ddp
+        rec.sync_flag = (lambda: bool(ddp.require_backward_grad_sync)) if ddp is not None else None
         self._hooks = StepHooks(rec, self._handles.keep, before_write=self._before_write,
                                 optimizer_hooks=self._optimizer_hooks)
         self._hooks.install()
@@ -208,3 +211,13 @@ def _eval_modules(found: Discovery) -> tuple[str, ...]:
         if not any(name == t or name.startswith(t + ".") or t == "" for t in topmost):
             topmost.append(name)
     return tuple(topmost)
+
+
+def _ddp_of(model: object) -> nn.parallel.DistributedDataParallel | None:
+    """The DDP wrapper in the chain given (DDP, compile of DDP): its flag says which backward all-reduces."""
+    while isinstance(model, nn.Module):
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model
+        model = getattr(model, "_orig_mod", None)
+    return None
+

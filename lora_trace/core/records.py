@@ -141,6 +141,14 @@ class GradArrival:
 
 
 @dataclass(frozen=True, slots=True)
+class MicroStep:
+    """One call of the model and the gradients that arrived after it: a micro-step of an accumulation window."""
+
+    synced: bool | None  # DDP: whether this call's backward all-reduces (False inside `no_sync()`); None: no DDP
+    params: tuple[str, ...]  # adapter parameters whose gradient arrived after this call, before the next
+
+
+@dataclass(frozen=True, slots=True)
 class LossInfo:
     source: str  # "backward" | "autograd.grad" | "model-output" | "explicit"
     requires_grad: bool
@@ -242,6 +250,7 @@ class Trace:
     region_calls: tuple[RegionCall, ...] = ()
     loss_fed_by: tuple[int, ...] = ()  # region calls whose outputs the loss is computed from, nearest first
     error: str | None = None  # the exception type and message when the traced block raised
+    micro_steps: tuple[MicroStep, ...] = ()  # one per call of the model (several: gradient accumulation)
     raised_in_backward: bool = False  # it raised inside backward: the gradients that had not arrived yet prove
     # no cut (a collective that timed out under FSDP, an error in a backward hook)
     notes: tuple[str, ...] = field(default_factory=tuple)  # what could not be observed: keys of messages.py

@@ -33,6 +33,16 @@ class _Say:
         return short_name(name) or say("model.root", self.lang)
 
 
+def _micro_steps(trace: Any, facts: Facts, say: _Say) -> str:
+    """An accumulation window, call by call: how many gradients arrived after each, which calls DDP synced."""
+    counts = ", ".join(str(len(set(m.params) & facts.trainable)) for m in trace.micro_steps)
+    synced = [m.synced for m in trace.micro_steps]
+    if None in synced:
+        return say("s6.micro", calls=len(synced), counts=counts, trainable=len(facts.trainable))
+    return say("s6.micro.ddp", calls=len(synced), counts=counts, trainable=len(facts.trainable),
+               local=synced.count(False), synced=synced.count(True))
+
+
 def render_report(diagnosis: Any, *, lang: str = "en", color: bool = False) -> str:
     if lang not in LANGUAGES:
         raise BadInputError(f"lang={lang!r} is not available; the report speaks: {', '.join(LANGUAGES)}")
@@ -160,6 +170,8 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
                                         zero=zero, none=len(facts.starved))]
         if facts.skipped:
             step6.append(say("s6.skipped", count=len(facts.skipped)))
+        if len(trace.micro_steps) > 1:
+            step6.append(_micro_steps(trace, facts, say))
         if not trace.backward:
             step6.append(say("s6.walk"))
         nothing_learns = not facts.trainable or codes & {"grad-zero", "nonfinite-grad"}

@@ -62,3 +62,22 @@ def test_an_adapter_made_trainable_after_wrapping_drifts_and_the_checksums_say_s
     assert len(drift) == 1 and drift[0]["evidence"]["ranks"] == [1] and drift[0]["evidence"]["wrapped"] is True
     # lora_A's first gradient is exactly zero (lora_B starts at zero): it moves alike on both ranks; lora_B drifts
     assert drift[0]["evidence"]["params"] == ["base_model.model.block1.lora_B.default.weight"]
+
+
+@pytest.mark.parametrize("options", [
+    (), ("--find-unused", "false"), ("--static-graph", "--warmup", "1"),
+    ("--static-graph", "--find-unused", "false", "--warmup", "1"),
+], ids=["find-unused", "no-find-unused", "static-graph", "static-graph-no-find-unused"])
+def test_an_accumulation_window_reports_each_micro_step_and_no_false_unused(tmp_path, options):
+    """Three micro-steps, two under no_sync() and the last synchronised, traced as one window. (static_graph
+    needs a synchronised step before its first no_sync(): PyTorch's reducer asserts otherwise, pytorch#143580.)"""
+    result = _torchrun(tmp_path, "--accumulate", "3", *options)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "ddp-run.json").read_text())
+    assert data["findings"] == []  # no ddp-unused, no ddp-drift: the window's gradients were all-reduced
+    for rank in data["ranks"]:
+        steps = rank["trace"]["micro_steps"]
+        assert [m["synced"] for m in steps] == [False, False, True]
+        assert all(len(m["params"]) == 4 for m in steps)
+        assert not [f for f in rank["findings"] if f["severity"] == "error"]
+    assert "3 calls of the model (an accumulation window): 2 under DDP no_sync(), 1 synchronised" in result.stdout
