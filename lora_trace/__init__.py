@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .analysis.compare import Comparison, compare
+from .analysis.compare import Comparison
+from .analysis.rank_compare import RankComparison
+from .analysis.rank_compare import compare_runs as compare
 from .core.errors import (
     AdapterProblemError,
     GraphvizMissingError,
@@ -89,6 +91,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Code",
     "Comparison",
+    "RankComparison",
     "Diagnosis",
     "Finding",
     "AdapterProblemError",

@@ -50,9 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", required=True, metavar="REPORT.html")
     report.add_argument("--lang", choices=("en", "zh"), default="en")
     report.add_argument("--expand", action="store_true")
-    diff = verbs.add_parser("diff", help="compare two saved runs (exit 0: same LoRA path, 1: differs)")
+    diff = verbs.add_parser("diff", help="compare two saved runs, or a distributed run's ranks (exit 0: same LoRA "
+                            "path, 1: differs)")
     diff.add_argument("a", metavar="A.json")
-    diff.add_argument("b", metavar="B.json")
+    diff.add_argument("b", metavar="B.json", nargs="?",
+                      help="omitted for a distributed run (ddp-run.json): each rank against rank 0")
     diff.add_argument("--graph", metavar="OUT", help="draw B's path with the layers gained and lost marked")
     diff.add_argument("--json", action="store_true")
     launch.add_parser(verbs)
@@ -99,8 +101,19 @@ def _report(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
+    from .analysis.rank_compare import compare_ranks, is_distributed
+    from .core.errors import BadInputError
     from .present.comparison import render_comparison
 
+    if args.b is None or is_distributed(args.a) or is_distributed(args.b):
+        if args.b is None and not is_distributed(args.a):
+            raise BadInputError(f"{args.a} is a single run: give a second run to compare it with "
+                                "(`lora-trace diff A.json B.json`)")
+        if args.graph:
+            raise BadInputError("--graph draws one run's path: compare two single runs (a rank's own file)")
+        ranked = compare_ranks(args.a, args.b)
+        print(json_printable(json.dumps(ranked.to_dict(), indent=1)) if args.json else printable(str(ranked)))
+        return 0 if ranked.same_path else 1
     result = compare(args.a, args.b)
     print(json_printable(json.dumps(result.to_dict(), indent=1)) if args.json else printable(str(result)))
     if args.graph:

@@ -36,6 +36,6 @@ def test_public_surface_is_pinned():
     assert sorted(lora_trace.__all__) == sorted([
         "AdapterProblemError", "Code", "Comparison", "Diagnosis", "Finding", "GraphvizMissingError",
         "InvalidModelError", "LoraTraceError",
-        "LossNotFoundError", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
+        "LossNotFoundError", "RankComparison", "RunFormatError", "Severity", "TraceStateError", "Tracer", "__version__",
         "compare", "diagnose", "fixes", "integrations", "load", "trace", "watch",
     ])

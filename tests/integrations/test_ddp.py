@@ -81,3 +81,39 @@ def test_an_accumulation_window_reports_each_micro_step_and_no_false_unused(tmp_
         assert all(len(m["params"]) == 4 for m in steps)
         assert not [f for f in rank["findings"] if f["severity"] == "error"]
     assert "3 calls of the model (an accumulation window): 2 under DDP no_sync(), 1 synchronised" in result.stdout
+
+
+def test_two_nodes_each_with_its_own_launcher_are_named_by_node_and_rank(tmp_path):
+    """Two torchrun launchers, one process each, meeting at a c10d rendezvous on this machine: as two nodes."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = pathlib.Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pathlib.Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    env.pop("TORCH_DISTRIBUTED_DEBUG", None)
+    launchers = [subprocess.Popen(
+        [str(torchrun), "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lora-trace-test", str(EXAMPLE), "--out",
+         str(tmp_path / f"node{node}"), "--diverge"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        for node in (0, 1)]
+    try:
+        outputs = [launcher.communicate(timeout=120) for launcher in launchers]
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, 9)
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+    saved = [p for p in tmp_path.glob("node*/ddp-run.json")]
+    assert len(saved) == 1  # written by global rank 0, wherever the rendezvous put it
+    data = json.loads(saved[0].read_text())
+    places = data["places"]
+    assert [p["rank"] for p in places] == [0, 1] and sorted(p["node"] for p in places) == [0, 1]
+    assert all(p["local_rank"] == 0 and p["host"] for p in places)
+    report = "".join(out for out, _ in outputs)
+    assert "2 ranks on 2 nodes" in report and "rank 1 (node " in report
+    assert [f["code"] for f in data["findings"]] == ["ddp-unused"]  # rank 1 skipped block2, on its node

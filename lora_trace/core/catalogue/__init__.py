@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .distributed import DISTRIBUTED
 from .findings import FINDINGS
 from .report import REPORT
 from .targets import TARGETS
 
 LANGUAGES = ("en", "zh")
-MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **REPORT, **TARGETS}
+MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **DISTRIBUTED, **REPORT, **TARGETS}
