@@ -129,6 +129,19 @@ class Discovery:
         return list(seen.values())
 
 
+def _refuse_zero3(params: tuple[tuple[str, nn.Parameter], ...]) -> None:
+    """DeepSpeed ZeRO-3 partitions every parameter (its `ds_id` marks them): between its hooks a parameter
+    holds an empty placeholder and `.grad` stays None, the gradient living in DeepSpeed's own partitions.
+    Every adapter would look starved: refuse, saying what works instead."""
+    partitioned = [name for name, p in params if hasattr(p, "ds_id")]
+    if partitioned:
+        raise InvalidModelError(
+            f"{len(partitioned)} adapter parameters are partitioned by DeepSpeed ZeRO-3 ({partitioned[0]}, ...): "
+            "their gradients never reach .grad, so lora-trace cannot tell which arrived. Trace a step with "
+            "ZeRO stage 0-2 or without DeepSpeed (a single process is enough: the LoRA path does not depend on "
+            "the sharding), or check the adapter after training with `lora-trace inspect ADAPTER`.")
+
+
 def discover(model: object) -> Discovery:
     root = unwrap(model)
     named = named_modules(root)
@@ -141,6 +154,7 @@ def discover(model: object) -> Discovery:
     below = {prefix: under(named, prefix) for prefix in tuners}
     by_id = {id(p): p for layer in lora.values() for p in layer.parameters()}
     params = tuple((name, by_id[key]) for key, name in param_names.items())
+    _refuse_zero3(params)
     return Discovery(root, named, lora, sites, region_modules(named, adapters), param_names, tuners,
                      describe_targets(tuners, below), unsupported_tuners(others, named),
                      trainable_base(tuners, below, adapter_ids), params)

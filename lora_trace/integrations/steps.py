@@ -8,7 +8,7 @@ from typing import Any
 
 from ..capture.monitor import Monitor
 from ..capture.tracer import Tracer
-from ..core.errors import AdapterProblemError, TraceStateError
+from ..core.errors import AdapterProblemError, InvalidModelError, TraceStateError
 from .summary import log_summary, save_artefacts
 
 logger = logging.getLogger("lora_trace")
@@ -34,6 +34,7 @@ class TracedSteps:
         self.diagnoses: list[tuple[int, Any]] = []  # (step, Diagnosis) of every traced step
         self.crashed: Any = None  # the diagnosis of a step that raised
         self.monitor: Monitor | None = None  # watch=True: the run-long monitor (symptoms, steps traced after one)
+        self.refused: InvalidModelError | None = None  # a model lora-trace cannot trace (ZeRO-3): said once
         self._tracer: Tracer | None = None
         self._step, self._folder, self._writes = 0, "", False
 
@@ -47,6 +48,8 @@ class TracedSteps:
         return self._step
 
     def due(self, step: int) -> bool:
+        if self.refused is not None:
+            return False
         return step == 0 or (self.every_n_steps is not None and step % self.every_n_steps == 0)
 
     def start(self, model: Any, *, optimizer: Any, step: int, folder: str, writes: bool) -> None:
@@ -56,6 +59,10 @@ class TracedSteps:
             tracer.__enter__()
         except TraceStateError:  # traced already: watch=True traces this step after a symptom
             logger.info("lora-trace: step %d is traced by the watch already", step)
+            return
+        except InvalidModelError as error:  # said once, at ERROR; the training itself goes on untouched
+            self.refused = error
+            logger.error("lora-trace: not tracing this run: %s", error)
             return
         self._tracer, self._step, self._folder, self._writes = tracer, step, folder, writes
 

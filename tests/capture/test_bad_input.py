@@ -122,3 +122,24 @@ def test_an_optimizer_that_is_not_one_gets_a_plain_error():
     model = _shared()
     with pytest.raises(lora_trace.LoraTraceError, match="optimizer= takes the torch.optim.Optimizer"):
         lora_trace.trace(model, optimizer="adamw")
+
+
+def test_deepspeed_zero3_partitioned_adapters_are_refused_with_what_works_instead(caplog):
+    """ZeRO-3 marks every partitioned parameter with `ds_id` (deepspeed's own is_zero_param test); .grad stays
+    None there, so tracing would call every adapter starved. DeepSpeed itself is not installed here: the
+    marker is set by hand, as its partitioning would."""
+    from lora_trace.integrations.steps import TracedSteps
+
+    model = causal_lm().model
+    before = hook_snapshot(model)
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.ds_id = 0
+    with pytest.raises(lora_trace.InvalidModelError, match="ZeRO-3.*stage 0-2 or without DeepSpeed"):
+        with lora_trace.trace(model):
+            pass
+    assert hook_snapshot(model) == before
+    steps = TracedSteps(every_n_steps=1, stop_on_error=False, raise_on_error=False, deep=False, render=False)
+    with caplog.at_level("ERROR", logger="lora_trace"):
+        steps.start(model, optimizer=None, step=0, folder="", writes=False)  # a callback: said once, no raise
+    assert not steps.open and not steps.due(1) and "not tracing this run" in caplog.text
