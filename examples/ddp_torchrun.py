@@ -41,18 +41,8 @@ class TwoBlocks(nn.Module):
         return self.head(hidden).pow(2).mean()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="out/ddp")
-    parser.add_argument("--diverge", action="store_true")
-    parser.add_argument("--late-adapter", action="store_true")
-    parser.add_argument("--accumulate", type=int, default=1, metavar="K")
-    parser.add_argument("--static-graph", action="store_true")
-    parser.add_argument("--warmup", type=int, default=0, metavar="N", help="synchronised steps before the trace")
-    parser.add_argument("--find-unused", choices=("true", "false"), default="true")
-    args = parser.parse_args()
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+def train_and_gather(args: argparse.Namespace, rank: int) -> None:
+    """The traced window and the gather; the model and optimizer are freed when it returns."""
     torch.manual_seed(0)
     model = get_peft_model(TwoBlocks(), LoraConfig(r=2, target_modules=["block1", "block2"]))
     late = [p for n, p in model.named_parameters() if "block1.lora_" in n] if args.late_adapter else []
@@ -81,8 +71,24 @@ def main() -> int:
         os.makedirs(args.out, exist_ok=True)
         everyone.save(os.path.join(args.out, "ddp-run.json"))
         print(everyone.report())
-    dist.barrier()
-    dist.destroy_process_group()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="out/ddp")
+    parser.add_argument("--diverge", action="store_true")
+    parser.add_argument("--late-adapter", action="store_true")
+    parser.add_argument("--accumulate", type=int, default=1, metavar="K")
+    parser.add_argument("--static-graph", action="store_true")
+    parser.add_argument("--warmup", type=int, default=0, metavar="N", help="synchronised steps before the trace")
+    parser.add_argument("--find-unused", choices=("true", "false"), default="true")
+    args = parser.parse_args()
+    dist.init_process_group("gloo")
+    try:
+        train_and_gather(args, dist.get_rank())
+        dist.barrier()
+    finally:  # the DDP model is gone by now: freed after the process group, it can hang gloo's teardown
+        dist.destroy_process_group()
     return 0
 
 

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    del model, optimizer  # before the process group goes: a DDP model freed after it can hang gloo's teardown
     dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank} trained")

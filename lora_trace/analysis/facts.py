@@ -56,12 +56,18 @@ class Facts:
         """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
         this step: what every error finding must explain."""
         got = self.got_grad
-        if got is None or self.trace.raised_in_backward:  # (a backward that raised proves nothing by what did
-            # not arrive) certain even so: a step that raised or that ended in an optimizer step trained with
+        if got is None or self.backward_interrupted:  # certain even so: a step that raised or that ended in an optimizer step trained with
             # nothing but these calls, and layers that ran only with grad off got nothing from them
             trained = not self.trace.complete or self.trace.optimizer_steps > 0
             return self.ran_grad_off_only - self.skipped if trained else frozenset()
         return self.trainable - got - self.skipped
+
+    @cached_property
+    def backward_interrupted(self) -> bool:
+        """Backward raised part way (a collective that timed out, a failing backward hook): a gradient that had
+        not arrived proves no cut. Not when it raised at once because the loss had no grad_fn."""
+        trace = self.trace
+        return trace.raised_in_backward and (not trace.losses or any(loss.has_grad_fn for loss in trace.losses))
 
     @cached_property
     def ran_grad_off_only(self) -> frozenset[str]:

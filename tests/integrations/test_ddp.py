@@ -1,36 +1,19 @@
 """A real 2-process torchrun on gloo: one rank takes a different path; the gathered report names it."""
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from .launching import ROOT, TORCHRUN, launch, torchrun
+
 EXAMPLE = ROOT / "examples" / "ddp_torchrun.py"
 
 
 def _torchrun(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
-    """One 2-rank launch (about 6 s). Now and then a launch hangs after the script has done its work and
-    printed the gathered report (so in the final barrier / gloo teardown / torchrun's exit, not in lora-trace's
-    bounded collectives: seen 4 times today in some 40 launches, never by hand): it is retried once, its output
-    kept in a warning, so that a real hang in lora-trace would still show up twice and fail."""
-    import warnings
-
-    torchrun = pathlib.Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if pathlib.Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on loopback only: no guess among the VM's interfaces
-    env.pop("TORCH_DISTRIBUTED_DEBUG", None)  # DETAIL segfaults in the DDP constructor on this CPU build
-    command = [str(torchrun), "--standalone", "--nproc-per-node", "2", str(EXAMPLE), "--out", str(out), *extra]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=ROOT, env=env)
-    except subprocess.TimeoutExpired as hung:
-        warnings.warn(f"torchrun launch hung for 150 s, retrying once; its output: {hung.stdout!r} {hung.stderr!r}",
-                      stacklevel=2)
-        return subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=ROOT, env=env)
+    """One 2-rank launch (about 6 s), killed whole and retried once if it hangs (launching.py)."""
+    return torchrun(EXAMPLE, 2, "--out", str(out), *extra, timeout=150)
 
 
 @pytest.mark.parametrize("diverge", [True, False])
@@ -90,30 +73,17 @@ def test_two_nodes_each_with_its_own_launcher_are_named_by_node_and_rank(tmp_pat
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torchrun = pathlib.Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if pathlib.Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    env.pop("TORCH_DISTRIBUTED_DEBUG", None)
-    launchers = [subprocess.Popen(
-        [str(torchrun), "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+    results = launch(*[
+        [TORCHRUN, "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
          "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lora-trace-test", str(EXAMPLE), "--out",
-         str(tmp_path / f"node{node}"), "--diverge"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        for node in (0, 1)]
-    try:
-        outputs = [launcher.communicate(timeout=120) for launcher in launchers]
-    finally:
-        for launcher in launchers:
-            if launcher.poll() is None:
-                os.killpg(launcher.pid, 9)
-    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
-    saved = [p for p in tmp_path.glob("node*/ddp-run.json")]
+         str(tmp_path / f"node{node}"), "--diverge"] for node in (0, 1)])
+    assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
+    saved = list(tmp_path.glob("node*/ddp-run.json"))
     assert len(saved) == 1  # written by global rank 0, wherever the rendezvous put it
     data = json.loads(saved[0].read_text())
     places = data["places"]
     assert [p["rank"] for p in places] == [0, 1] and sorted(p["node"] for p in places) == [0, 1]
     assert all(p["local_rank"] == 0 and p["host"] for p in places)
-    report = "".join(out for out, _ in outputs)
+    report = "".join(r.stdout for r in results)
     assert "2 ranks on 2 nodes" in report and "rank 1 (node " in report
     assert [f["code"] for f in data["findings"]] == ["ddp-unused"]  # rank 1 skipped block2, on its node

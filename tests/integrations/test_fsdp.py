@@ -3,37 +3,24 @@ parameter, the explicit gather answers for all of them, and a rank that skips a 
 
 import json
 import math
-import os
 import pathlib
 import subprocess
-import sys
 import time
-import warnings
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from .launching import ROOT, torchrun
+
 EXAMPLE = ROOT / "examples" / "fsdp_torchrun.py"
 
 
-def torchrun(out: pathlib.Path, ranks: int, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    """One launch; retried once when torchrun hangs in gloo's teardown (see test_ddp._torchrun)."""
-    launcher = pathlib.Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if pathlib.Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    env.pop("TORCH_DISTRIBUTED_DEBUG", None)
-    command = [str(launcher), "--standalone", "--nproc-per-node", str(ranks), str(EXAMPLE), "--out", str(out), *extra]
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-    except subprocess.TimeoutExpired as hung:
-        warnings.warn(f"torchrun launch hung for {timeout} s, retrying once: {hung.stderr!r:.2000}", stacklevel=2)
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+def _torchrun(out: pathlib.Path, ranks: int, *extra: str) -> subprocess.CompletedProcess:
+    return torchrun(EXAMPLE, ranks, "--out", str(out), *extra)
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_the_gather_answers_for_every_shard(tmp_path, ranks):
-    result = torchrun(tmp_path, ranks)
+    result = _torchrun(tmp_path, ranks)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
     healthy = json.loads((tmp_path / "none.json").read_text())
@@ -67,7 +54,7 @@ def test_the_gather_answers_for_every_shard(tmp_path, ranks):
 
 def test_a_rank_that_skips_a_sharded_block_is_named_and_no_rank_hangs(tmp_path):
     started = time.monotonic()
-    result = torchrun(tmp_path, 2, "--fault", "skip", "--timeout", "5")
+    result = _torchrun(tmp_path, 2, "--fault", "skip", "--timeout", "5")
     assert result.returncode != 0 and time.monotonic() - started < 60
     skipper = json.loads((tmp_path / "skip.rank-1.json").read_text())
     assert skipper["trace"]["raised_in_backward"] is True
