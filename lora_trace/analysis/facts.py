@@ -56,8 +56,9 @@ class Facts:
         """Trainable LoRA parameters that got no gradient, other than those the model itself chose not to run
         this step: what every error finding must explain."""
         got = self.got_grad
-        if got is None or self.backward_interrupted:  # certain even so: a step that raised or that ended in an optimizer step trained with
-            # nothing but these calls, and layers that ran only with grad off got nothing from them
+        if got is None or self.backward_interrupted:  # certain even so: a step that raised or that ended in
+            # an optimizer step trained with nothing but these calls, and layers that ran only with grad off got
+            # nothing from them (a backward that raised part way: what had not arrived yet proves nothing)
             trained = not self.trace.complete or self.trace.optimizer_steps > 0
             return self.ran_grad_off_only - self.skipped if trained else frozenset()
         return self.trainable - got - self.skipped
