@@ -34,6 +34,7 @@ _WRITERS = {torch.Tensor.data.__set__, torch.Tensor.add_, torch.Tensor.sub_, tor
 _KNOWN = set(_CUTTING) | set(_BACKWARD) | _FLAG_SETTERS | _WRITERS
 _WEIGHT_USERS = {F.linear, F.embedding, F.conv1d, F.conv2d, F.conv3d, torch.matmul, torch.mm, torch.addmm,
                  torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.t, torch.Tensor.T.__get__}
+_WATCHED = frozenset(_KNOWN | _WEIGHT_USERS)  # the calls _observe looks at with grad on; any other returns at once
 
 
 def writes(func: Any) -> bool:
@@ -84,6 +85,7 @@ class PathWatch(TorchFunctionMode):
         self._on_loss = on_loss
         self._in_checkpoint_forward = in_checkpoint_forward
         self._local = threading.local()
+        self._local.paused = False  # set: reading a missing attribute costs a caught AttributeError per call
         self.candidates = candidates if candidates is not None else {}  # filled in place: the recording's
         self._on_change = on_change
         self._before_write = before_write
@@ -94,16 +96,19 @@ class PathWatch(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if getattr(self._local, "paused", False):
+        local = self._local
+        if getattr(local, "paused", False):
             return func(*args, **kwargs)
-        self._local.paused = True
-        try:
-            self._observe(func, args, kwargs)
-        finally:
-            self._local.paused = False
+        grad_on = torch.is_grad_enabled()
+        if func in _WATCHED or not grad_on or self._before_write is not None:  # else: only the graph-end check
+            local.paused = True
+            try:
+                self._observe(func, args, kwargs)
+            finally:
+                local.paused = False
         result = func(*args, **kwargs)
-        if (isinstance(result, torch.Tensor) and not result.requires_grad and func not in _KNOWN
-                and result.is_floating_point() and torch.is_grad_enabled()):
+        if (grad_on and isinstance(result, torch.Tensor) and not result.requires_grad and func not in _KNOWN
+                and result.is_floating_point()):
             self._graph_end(func, args, result)
         return result
 
