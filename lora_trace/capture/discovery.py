@@ -148,12 +148,10 @@ def discover(model: object) -> Discovery:
     adapters = adapter_layers(named)
     lora = {name: layer for name, layer in adapters.items() if is_lora_layer(layer)}
     others = {name: layer for name, layer in adapters.items() if name not in lora}
-    sites, param_names = describe_sites(lora)
+    sites, param_names, params = describe_sites(lora)
     tuners = adapter_tuners(named)
     adapter_ids = set(param_names) | adapter_parameter_ids(others)
     below = {prefix: under(named, prefix) for prefix in tuners}
-    by_id = {id(p): p for layer in lora.values() for p in layer.parameters()}
-    params = tuple((name, by_id[key]) for key, name in param_names.items())
     _refuse_zero3(params)
     return Discovery(root, named, lora, sites, region_modules(named, adapters), param_names, tuners,
                      describe_targets(tuners, below), unsupported_tuners(others, named),

@@ -64,11 +64,19 @@ def _tuner_name(cls: type) -> str:
     return "LoRA" if stem == "Lora" else stem
 
 
+def _container(layer: Any, role: str) -> Any:
+    """`getattr(layer, role, None)`, reading the module's own table first: nn.Module.__getattr__ is the slow
+    path for submodules, and a trace asks for every role of every adapter layer."""
+    modules = getattr(layer, "_modules", None)
+    found = modules.get(role) if modules is not None else None
+    return found if found is not None else getattr(layer, role, None)
+
+
 def held_adapters(layer: Any) -> set[str]:
     """The adapters this layer holds weights for, from the tuner's own list of adapter containers."""
     held: set[str] = set()
     for role in layer.adapter_layer_names:
-        container = getattr(layer, role, None)
+        container = _container(layer, role)
         if container is not None and hasattr(container, "keys"):
             held.update(container.keys())
     return held
@@ -157,10 +165,12 @@ def _configs(module: nn.Module) -> list[Any]:
     return list(config.values()) if isinstance(config, dict) else []
 
 
-def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...], dict[int, str]]:
+def describe_sites(modules: dict[str, nn.Module]
+                   ) -> tuple[tuple[LoraSite, ...], dict[int, str], tuple[tuple[str, nn.Parameter], ...]]:
     """Snapshot every adapter layer's state and parameters (one device sync for all zero checks); also
-    id(adapter parameter) -> its qualified name. A parameter several layers share (VB-LoRA's vector bank,
-    Lily's B) is listed at the first layer holding it and named in the others' `shared`."""
+    id(adapter parameter) -> its qualified name, and (qualified name, parameter) in discovery order. A
+    parameter several layers share (VB-LoRA's vector bank, Lily's B) is listed at the first layer holding it
+    and named in the others' `shared`."""
     param_names: dict[int, str] = {}
     owned: list[list[tuple[str, str, str, nn.Parameter]]] = []
     shared: list[list[int]] = []
@@ -193,16 +203,19 @@ def describe_sites(modules: dict[str, nn.Module]) -> tuple[tuple[LoraSite, ...],
             tuner=tuner_name(layer),
             shared=tuple(dict.fromkeys(param_names[key] for key in others)),
         ))
-    return tuple(sites), param_names
+    return tuple(sites), param_names, tuple((p[0], p[3]) for params in owned for p in params)
 
 
 def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str, str, nn.Parameter]]:
     """(qualified name, adapter, role, parameter) of every parameter in the tuner's adapter containers."""
     for role in layer.adapter_layer_names:  # lora_A, lora_B, hada_w1_a, oft_R, vera_lambda_b, ...
-        container = getattr(layer, role, None)
+        container = _container(layer, role)
         for adapter, holder in (container.items() if hasattr(container, "items") else ()):
             if isinstance(holder, nn.Module):
-                for local, param in holder.named_parameters():
+                own = holder._parameters if not holder._modules else None  # a leaf (nn.Linear): its own table
+                pairs = ((k, v) for k, v in own.items() if v is not None) if own is not None else \
+                    holder.named_parameters()
+                for local, param in pairs:
                     yield ".".join(filter(None, (name, role, adapter, local))), adapter, role, param
             elif isinstance(holder, nn.Parameter):
                 yield f"{name}.{role}.{adapter}", adapter, role, holder
@@ -219,7 +232,7 @@ def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list
     local = [p.to_local() if shards else p for p in params] if by_device else params
     with torch.no_grad():
         for indices in by_device.values():
-            values = torch.stack([(local[i] == 0).all() for i in indices]).tolist()
+            values = torch.stack([local[i].any() for i in indices]).logical_not().tolist()  # no non-zero: all zero
             for i, value in zip(indices, values, strict=True):
                 flags[i] = bool(value)
     return flags

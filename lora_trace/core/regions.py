@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 PEFT_CHAIN = ".base_model.model"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of a name: every trace of a model asks for the same
 def region_of(module: str) -> str:
     """The module path up to, not including, the first container of repeated blocks.
 
