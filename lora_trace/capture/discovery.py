@@ -91,8 +91,15 @@ def region_modules(named: Named, adapters: dict[str, nn.Module] | None = None) -
     """Region name -> its module: the handful of modules whose forward says "this part of the model ran".
     An adapter layer's own parts (lora_A, base_layer, ...) make no region: else a LoRA wrapper outside any
     repeated block would become a region of its own, nested in the region that really holds it."""
-    inside = tuple(f"{name}." for name in adapters or {})
-    names = {region_of(name) for name, _ in named if name and not name.startswith(inside or ("\0",))}
+    adapters = adapters or {}
+    names: set[str] = set()
+    inside = None  # the adapter layer being walked: named_modules() lists its parts right after it
+    for name, _ in named:
+        if inside is not None and name.startswith(inside):
+            continue
+        inside = f"{name}." if name in adapters else None
+        if name:
+            names.add(region_of(name))
     modules = dict(named)
     return {name: modules[name] for name in sorted(names) if name in modules and name}
 

@@ -32,6 +32,15 @@ def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
                             not t.is_leaf) for t in tensors_in(value, limit))  # is_leaf: no node object made
 
 
+_NARROW = (torch.float16, torch.bfloat16)  # gradients whose norm is taken in float32
+
+
+def _parents(name: str) -> list[str]:
+    """`a.b.c` -> [`a`, `a.b`]: every module enclosing the module `name`, the root left out."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
@@ -139,7 +148,7 @@ class StepHooks:
         records its first call and removes itself, so it costs one call per module and step."""
         found = self.rec.found
         modules = dict(found.named)
-        names = sorted({name[:i] for name in found.lora for i, c in enumerate(name) if c == "."} | {""})
+        names = sorted({prefix for name in found.lora for prefix in _parents(name)} | {""})
         watched = []
         for name in names:
             module = modules.get(name)
@@ -263,8 +272,10 @@ class StepHooks:
             shard = grad is not None and hasattr(grad, "to_local")
             if shard:
                 grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
-            with self.paused(), torch.no_grad():
-                norm = torch.linalg.vector_norm(grad.detach().float()) if grad is not None else None
+            norm = None
+            if grad is not None:
+                with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
+                    norm = torch.linalg.vector_norm(grad, dtype=torch.float32 if grad.dtype in _NARROW else None)
             counter = self.rec.grads.setdefault(name, GradCounter())
             counter.count += 1
             counter.norm = norm

@@ -16,6 +16,8 @@ import sysconfig
 from dataclasses import dataclass
 from types import FrameType
 
+import torch
+
 _LIBRARY_PACKAGES = (  # the training stacks and what they call into: never the line to point at
     "torch", "transformers", "peft", "accelerate", "safetensors", "huggingface_hub", "_pytest", "pluggy",
     "kernels", "trl", "lightning", "pytorch_lightning", "lightning_fabric", "datasets", "deepspeed", "bitsandbytes",
@@ -27,6 +29,7 @@ _USER_INSIDE_PACKAGE = os.path.join(_PACKAGE_DIR, "scenarios") + os.sep  # the d
 _STDLIB = os.path.normcase(os.path.abspath(sysconfig.get_paths()["stdlib"]))
 _GRAD_OFF = re.compile(r"\b(no_grad|inference_mode|set_grad_enabled)\b")
 _CHECKPOINT_FILE = os.path.join("torch", "utils", "checkpoint.py")
+_current_node = getattr(torch._C, "_current_autograd_node", None)  # the backward node running now, else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -206,7 +209,10 @@ def _checkpoint_frame_on_stack(functions: tuple[str, ...], *, needs_ctx: bool = 
 
 
 def in_checkpoint_recompute() -> bool:
-    """Whether the current forward is an activation checkpoint re-running during backward."""
+    """Whether the current forward is an activation checkpoint re-running during backward. A recompute runs
+    inside an autograd node's backward: outside one (every call of a plain forward) no stack is walked."""
+    if _current_node is not None and _current_node() is None:
+        return False
     return _checkpoint_frame_on_stack(("backward", "recompute_fn"))
 
 

@@ -83,9 +83,17 @@ def held_adapters(layer: Any) -> set[str]:
 
 
 def adapter_active(layer: Any, state: AdapterState) -> bool:
-    """Whether the layer, in `state` (read by `adapter_state`), adds a delta of an adapter it holds."""
-    held = held_adapters(layer)
-    return any(a in held and state.contributes(a) for a in state.active)
+    """Whether the layer, in `state` (read by `adapter_state`), adds a delta of an adapter it holds. Asked per
+    call: only the active adapters are looked up, in the containers until one holds them."""
+    return any(state.contributes(a) and _holds(layer, a) for a in state.active)
+
+
+def _holds(layer: Any, adapter: str) -> bool:
+    for role in layer.adapter_layer_names:
+        container = _container(layer, role)
+        if container is not None and hasattr(container, "keys") and adapter in container:
+            return True
+    return False
 
 
 def adapter_state(layer: Any) -> AdapterState:
@@ -242,6 +250,8 @@ def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
     """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values."""
     configs: dict[str, dict[str, dict[str, Any]]] = {}
     for prefix, module in named:
+        if "peft_config" not in module.__dict__ and not _config_on_class(type(module)):
+            continue  # a plain layer: getattr of a missing attribute costs nn.Module a raised AttributeError
         config = getattr(module, "peft_config", None)
         if not isinstance(config, dict) or not config:
             continue
@@ -249,6 +259,11 @@ def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
             continue  # the LoraModel inside a PeftModel repeats its parent's config
         configs[prefix] = {adapter: _jsonable(vars(c)) for adapter, c in config.items()}
     return configs
+
+
+@functools.cache
+def _config_on_class(cls: type) -> bool:
+    return hasattr(cls, "peft_config")  # PeftModel's property; a tuner keeps its own in its __dict__
 
 
 def _jsonable(value: Any) -> Any:
