@@ -11,14 +11,17 @@ from torch import nn
 from ..core.errors import InvalidModelError
 from ..core.records import LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
+from .layout import Layout, Shape, keep_layout, kept_layout, shape_of, walk
 from .peft import (
     Named,
     adapter_parameter_ids,
     adapter_tuners,
-    describe_sites,
+    base_candidates,
     describe_targets,
     is_adapter_layer,
     is_lora_layer,
+    read_sites,
+    site_layouts,
     trainable_base,
     under,
     unsupported_tuners,
@@ -150,16 +153,71 @@ def _refuse_zero3(params: tuple[tuple[str, nn.Parameter], ...]) -> None:
 
 
 def discover(model: object) -> Discovery:
+    """What a trace needs to know about the model now. Its structure is worked out once and kept (layout.py)
+    while the model keeps it; adapter state, requires_grad and values are read every time."""
     root = unwrap(model)
+    modules, keys = walk(root)
+    own_lists = _own_listing(modules)
+    if not own_lists:
+        layout = kept_layout(root, shape := shape_of(modules, keys))
+        if layout is not None:
+            return _resolve(root, layout, shape.modules, shape.params)
     named = named_modules(root)
+    listed = [module for _, module in named]
+    shape = shape_of(listed, keys)  # read after named_modules(), which may re-register parameters (see below)
+    layout, unregistered = _work_out(named, shape)
+    if not own_lists and listed == modules and not unregistered:
+        keep_layout(root, shape, layout)
+    return _resolve(root, layout, shape.modules, shape.params + unregistered)
+
+
+def _own_listing(modules: list[nn.Module]) -> bool:
+    """Whether some module overrides named_modules(): PEFT's MultiheadAttention layer re-registers its base
+    weights there, so its model must be listed by named_modules() at every trace, and no layout is kept."""
+    return any(cls.named_modules is not nn.Module.named_modules for cls in set(map(type, modules)))
+
+
+def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
+    """The layout of a model from its module list, and the adapter parameters no module registers (held in a
+    plain dict): they get positions past the model's list, and a layout holding them is never kept."""
+    module_at = {id(module): at for at, module in enumerate(shape.modules)}
+    position: dict[int, int] = {}
+    for at, param in enumerate(shape.params):
+        position.setdefault(id(param), at)
+    unregistered: list[nn.Parameter] = []
+
+    def position_of(param: nn.Parameter) -> int:
+        if id(param) not in position:
+            position[id(param)] = len(shape.params) + len(unregistered)
+            unregistered.append(param)
+        return position[id(param)]
+
     adapters = adapter_layers(named)
     lora = {name: layer for name, layer in adapters.items() if is_lora_layer(layer)}
     others = {name: layer for name, layer in adapters.items() if name not in lora}
-    sites, param_names, params = describe_sites(lora)
     tuners = adapter_tuners(named)
-    adapter_ids = set(param_names) | adapter_parameter_ids(others)
     below = {prefix: under(named, prefix) for prefix in tuners}
-    _refuse_zero3(params)
-    return Discovery(root, named, lora, sites, region_modules(named, adapters), param_names, tuners,
-                     describe_targets(tuners, below), unsupported_tuners(others, named),
-                     trainable_base(tuners, below, adapter_ids), params)
+    layout = Layout(
+        names=tuple(name for name, _ in named),
+        lora=tuple(module_at[id(layer)] for layer in lora.values()),
+        sites=site_layouts(lora, position_of),
+        regions=tuple((name, module_at[id(module)]) for name, module in region_modules(named, adapters).items()),
+        tuners=tuple((prefix, module_at[id(tuner)]) for prefix, tuner in tuners.items()),
+        targets=describe_targets(tuners, below),
+        unsupported=unsupported_tuners(others, named),
+        base=tuple((name, position[id(param)]) for name, param in
+                   base_candidates(tuners, below, adapter_parameter_ids(adapters))),
+    )
+    return layout, unregistered
+
+
+def _resolve(root: nn.Module, layout: Layout, modules: list[nn.Module], params: list[nn.Parameter]) -> Discovery:
+    """The Discovery of this trace: the layout's positions read in the model's lists, the state read now."""
+    lora = {layout.names[at]: modules[at] for at in layout.lora}
+    owned = tuple((qualified, params[at]) for site in layout.sites for qualified, _, _, at in site.params)
+    _refuse_zero3(owned)
+    return Discovery(root, list(zip(layout.names, modules, strict=True)), lora,
+                     read_sites(layout.sites, list(lora.values()), params),
+                     {name: modules[at] for name, at in layout.regions}, {id(p): name for name, p in owned},
+                     {prefix: modules[at] for prefix, at in layout.tuners}, layout.targets, layout.unsupported,
+                     trainable_base([(name, params[at]) for name, at in layout.base]), owned)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -141,14 +142,15 @@ def adapter_parameter_ids(layers: dict[str, nn.Module]) -> set[int]:
     return {id(p) for name, layer in layers.items() for _, _, _, p in _adapter_parameters(name, layer)}
 
 
-def trainable_base(tuners: dict[str, nn.Module], below: dict[str, Named], adapters: set[int]) -> TrainableBase | None:
-    """Parameters of the adapted models that require grad beside the adapters: a full fine-tune hiding under
-    the adapter (a blanket requires_grad_(True), prepare_model_for_kbit_training after get_peft_model). Not
-    counted: what PEFT trains on purpose (modules_to_save copies, trainable tokens, biases under bias="all" or
-    "lora_only"), and anything outside the adapted model (a projection head of the user's)."""
+def base_candidates(tuners: dict[str, nn.Module], below: dict[str, Named], adapters: set[int]
+                    ) -> list[tuple[str, nn.Parameter]]:
+    """(qualified name, parameter) of the adapted models' parameters that would be a full fine-tune hiding
+    under the adapter if they required grad (a blanket requires_grad_(True), prepare_model_for_kbit_training
+    after get_peft_model). Left out: what PEFT trains on purpose (modules_to_save copies, trainable tokens,
+    biases under bias="all" or "lora_only"), and anything outside the adapted model (a user's head)."""
     from peft.utils.other import AuxiliaryTrainingWrapper
 
-    count, values, examples = 0, 0, []
+    found = []
     for prefix, tuner in tuners.items():
         biases = any(getattr(c, "bias", "none") not in ("none", None) for c in tuner.peft_config.values())
         inside: str | None = None  # the wrapper being walked: named_modules() lists its sub-modules right after it
@@ -159,13 +161,17 @@ def trainable_base(tuners: dict[str, nn.Module], below: dict[str, Named], adapte
                 inside = name + "."
                 continue
             for local, param in module._parameters.items():
-                if param is None or not param.requires_grad or id(param) in adapters or (biases and local == "bias"):
-                    continue
-                count += 1
-                values += param.numel()
-                if len(examples) < 4:
-                    examples.append(f"{prefix}.{name}.{local}")
-    return TrainableBase(count, values, tuple(examples)) if count else None
+                if param is not None and id(param) not in adapters and not (biases and local == "bias"):
+                    found.append((f"{prefix}.{name}.{local}", param))
+    return found
+
+
+def trainable_base(candidates: list[tuple[str, nn.Parameter]]) -> TrainableBase | None:
+    """Which of the `base_candidates` require grad now, counted."""
+    trainable = [(name, param) for name, param in candidates if param.requires_grad]
+    if not trainable:
+        return None
+    return TrainableBase(len(trainable), sum(p.numel() for _, p in trainable), tuple(n for n, _ in trainable[:4]))
 
 
 def _configs(module: nn.Module) -> list[Any]:
@@ -173,45 +179,61 @@ def _configs(module: nn.Module) -> list[Any]:
     return list(config.values()) if isinstance(config, dict) else []
 
 
-def describe_sites(modules: dict[str, nn.Module]
-                   ) -> tuple[tuple[LoraSite, ...], dict[int, str], tuple[tuple[str, nn.Parameter], ...]]:
-    """Snapshot every adapter layer's state and parameters (one device sync for all zero checks); also
-    id(adapter parameter) -> its qualified name, and (qualified name, parameter) in discovery order. A
+@dataclass(frozen=True)
+class SiteLayout:
+    """What an adapter layer is, apart from its state: it changes only with the model's structure, so
+    discovery may keep it from one trace to the next. Parameters are positions in the model's parameter list
+    (`layout.Shape.params`): a layout never holds a tensor or a module."""
+
+    module: str
+    region: str
+    layer_type: str
+    tuner: str
+    adapters: tuple[str, ...]  # held: the tuner's containers' keys
+    params: tuple[tuple[str, str, str, int], ...]  # (qualified name, adapter, role, position), first holder only
+    shared: tuple[str, ...]  # qualified names of parameters another layer holds
+
+
+def site_layouts(modules: dict[str, nn.Module], position: Callable[[nn.Parameter], int]) -> tuple[SiteLayout, ...]:
+    """Every adapter layer's layout; `position(parameter)`: its position in the model's parameter list. A
     parameter several layers share (VB-LoRA's vector bank, Lily's B) is listed at the first layer holding it
     and named in the others' `shared`."""
-    param_names: dict[int, str] = {}
-    owned: list[list[tuple[str, str, str, nn.Parameter]]] = []
-    shared: list[list[int]] = []
+    named_by_id: dict[int, str] = {}
+    layouts = []
     for name, layer in modules.items():
-        owned.append([])
-        shared.append([])
+        owned, shared = [], []
         for qualified, adapter, role, param in _adapter_parameters(name, layer):
-            if id(param) in param_names:
-                shared[-1].append(id(param))
+            if id(param) in named_by_id:
+                shared.append(named_by_id[id(param)])
             else:
-                param_names[id(param)] = qualified
-                owned[-1].append((qualified, adapter, role, param))
-    every = [p[3] for params in owned for p in params]
+                named_by_id[id(param)] = qualified
+                owned.append((qualified, adapter, role, position(param)))
+        layouts.append(SiteLayout(name, region_of(name), type(layer.get_base_layer()).__name__, tuner_name(layer),
+                                  tuple(sorted(held_adapters(layer))), tuple(owned), tuple(dict.fromkeys(shared))))
+    return tuple(layouts)
+
+
+def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params: list[nn.Parameter]
+               ) -> tuple[LoraSite, ...]:
+    """Each layer's state now (active, merged, disabled, scalings, requires_grad, all-zero: one device sync
+    for all zero checks); `layers` in the order of `layouts`, `params` the model's parameter list."""
+    every = [params[p[3]] for layout in layouts for p in layout.params]
     zero_flags, shard_flags = iter(_all_zero_flags(every)), iter(_all_zero_flags(every, shards=True))
     sites = []
-    for (name, layer), params, others in zip(modules.items(), owned, shared, strict=True):
+    for layout, layer in zip(layouts, layers, strict=True):
         scaling = getattr(layer, "scaling", None)
         sites.append(LoraSite(
-            module=name,
-            region=region_of(name),
-            layer_type=type(layer.get_base_layer()).__name__,
-            adapters=tuple(sorted(held_adapters(layer))),
-            active_adapters=tuple(layer.active_adapters),
-            merged=bool(layer.merged),
+            module=layout.module, region=layout.region, layer_type=layout.layer_type, adapters=layout.adapters,
+            active_adapters=tuple(layer.active_adapters), merged=bool(layer.merged),
             disabled=bool(layer.disable_adapters),
             scalings=tuple((a, float(s)) for a, s in sorted(scaling.items()) if isinstance(s, (int, float)))
             if isinstance(scaling, dict) else (),
-            params=tuple(LoraParam(qualified, adapter, role, param.numel(), param.requires_grad, next(zero_flags),
-                                   next(shard_flags)) for qualified, adapter, role, param in params),
-            tuner=tuner_name(layer),
-            shared=tuple(dict.fromkeys(param_names[key] for key in others)),
+            params=tuple(LoraParam(qualified, adapter, role, params[at].numel(), params[at].requires_grad,
+                                   next(zero_flags), next(shard_flags))
+                         for qualified, adapter, role, at in layout.params),
+            tuner=layout.tuner, shared=layout.shared,
         ))
-    return tuple(sites), param_names, tuple((p[0], p[3]) for params in owned for p in params)
+    return tuple(sites)
 
 
 def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str, str, nn.Parameter]]:
@@ -250,7 +272,7 @@ def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
     """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values."""
     configs: dict[str, dict[str, dict[str, Any]]] = {}
     for prefix, module in named:
-        if "peft_config" not in module.__dict__ and not _config_on_class(type(module)):
+        if "peft_config" not in module.__dict__ and not config_on_class(type(module)):
             continue  # a plain layer: getattr of a missing attribute costs nn.Module a raised AttributeError
         config = getattr(module, "peft_config", None)
         if not isinstance(config, dict) or not config:
@@ -262,7 +284,7 @@ def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 @functools.cache
-def _config_on_class(cls: type) -> bool:
+def config_on_class(cls: type) -> bool:
     return hasattr(cls, "peft_config")  # PeftModel's property; a tuner keeps its own in its __dict__
 
 
