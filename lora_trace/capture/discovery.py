@@ -123,6 +123,9 @@ class Discovery:
     trainable_base: TrainableBase | None = None  # base parameters left trainable beside the adapters
 
     params: tuple[tuple[str, nn.Parameter], ...] = ()  # (qualified name, LoRA parameter), in discovery order
+    enclosing: tuple[tuple[str, nn.Module], ...] = ()  # modules with a forward enclosing an adapter layer
+    holders: tuple[tuple[str, nn.Module], ...] = ()  # modules that are or hold an adapter layer, model order
+    every: tuple[nn.Parameter, ...] = ()  # every parameter of the model once
 
     def lora_params(self) -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every LoRA parameter, in discovery order (listed once, at discovery:
@@ -130,13 +133,8 @@ class Discovery:
         return list(self.params)
 
     def all_parameters(self) -> list[nn.Parameter]:
-        """Every parameter of the model once, from the module list already walked (no recursive walk)."""
-        seen: dict[int, nn.Parameter] = {}
-        for _, module in self.named:
-            for param in module._parameters.values():
-                if param is not None:
-                    seen.setdefault(id(param), param)
-        return list(seen.values())
+        """Every parameter of the model once (listed at discovery: no walk)."""
+        return list(self.every)
 
 
 def _refuse_zero3(params: tuple[tuple[str, nn.Parameter], ...]) -> None:
@@ -184,6 +182,7 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
     position: dict[int, int] = {}
     for at, param in enumerate(shape.params):
         position.setdefault(id(param), at)
+    unique = tuple(sorted(position.values()))  # each registered parameter's first slot, in model order
     unregistered: list[nn.Parameter] = []
 
     def position_of(param: nn.Parameter) -> int:
@@ -195,6 +194,7 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
     adapters = adapter_layers(named)
     lora = {name: layer for name, layer in adapters.items() if is_lora_layer(layer)}
     others = {name: layer for name, layer in adapters.items() if name not in lora}
+    holders = _holders(lora)
     tuners = adapter_tuners(named)
     below = {prefix: under(named, prefix) for prefix in tuners}
     layout = Layout(
@@ -207,8 +207,30 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
         unsupported=unsupported_tuners(others, named),
         base=tuple((name, position[id(param)]) for name, param in
                    base_candidates(tuners, below, adapter_parameter_ids(adapters))),
+        enclosing=_enclosing(named, lora, module_at),
+        holders=tuple(at for at, (name, _) in enumerate(named) if name in holders),
+        unique=unique,
     )
     return layout, unregistered
+
+
+def parents(name: str) -> list[str]:
+    """`a.b.c` -> [`a`, `a.b`]: every module enclosing the module `name`, the root left out."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _holders(lora: dict[str, nn.Module]) -> set[str]:
+    return {""} | set(lora) | {prefix for name in lora for prefix in parents(name)}
+
+
+def _enclosing(named: Named, lora: dict[str, nn.Module], module_at: dict[int, int]) -> tuple[int, ...]:
+    """Modules enclosing an adapter layer whose calls say "the model chose to run this part": a ModuleList or
+    ModuleDict (no forward of its own) is never called, and an adapter layer is watched by its own hooks."""
+    modules = dict(named)
+    names = sorted({prefix for name in lora for prefix in parents(name)} | {""})
+    return tuple(module_at[id(modules[name])] for name in names if name in modules and name not in lora
+                 and type(modules[name]).forward is not nn.Module.forward)
 
 
 def _resolve(root: nn.Module, layout: Layout, modules: list[nn.Module], params: list[nn.Parameter]) -> Discovery:
@@ -220,4 +242,7 @@ def _resolve(root: nn.Module, layout: Layout, modules: list[nn.Module], params: 
                      read_sites(layout.sites, list(lora.values()), params),
                      {name: modules[at] for name, at in layout.regions}, {id(p): name for name, p in owned},
                      {prefix: modules[at] for prefix, at in layout.tuners}, layout.targets, layout.unsupported,
-                     trainable_base([(name, params[at]) for name, at in layout.base]), owned)
+                     trainable_base([(name, params[at]) for name, at in layout.base]), owned,
+                     tuple((layout.names[at], modules[at]) for at in layout.enclosing),
+                     tuple((layout.names[at], modules[at]) for at in layout.holders),
+                     tuple(params[at] for at in layout.unique))

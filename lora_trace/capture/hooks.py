@@ -35,12 +35,6 @@ def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
 _NARROW = (torch.float16, torch.bfloat16)  # gradients whose norm is taken in float32
 
 
-def _parents(name: str) -> list[str]:
-    """`a.b.c` -> [`a`, `a.b`]: every module enclosing the module `name`, the root left out."""
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
@@ -146,20 +140,14 @@ class StepHooks:
     def _watch_enclosing(self) -> None:
         """A pre-hook on each module enclosing an adapter layer (the model, towers, blocks, experts) that
         records its first call and removes itself, so it costs one call per module and step."""
-        found = self.rec.found
-        modules = dict(found.named)
-        names = sorted({prefix for name in found.lora for prefix in _parents(name)} | {""})
         watched = []
-        for name in names:
-            module = modules.get(name)
-            if module is None or name in found.lora or type(module).forward is nn.Module.forward:
-                continue  # a ModuleList / ModuleDict has no forward of its own: never called
+        for name, module in self.rec.found.enclosing:
             handle = module.register_forward_pre_hook(self._enclosing_hook(name))
             self._keep(handle)
             self._once[name] = handle
-            watched.append(name)
-        self.rec.enclosing = tuple(watched)
-        self.rec.enclosing_types = tuple(type(modules[name]).__name__ for name in watched)
+            watched.append((name, type(module).__name__))
+        self.rec.enclosing = tuple(name for name, _ in watched)
+        self.rec.enclosing_types = tuple(kind for _, kind in watched)
 
     def _enclosing_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple) -> None:

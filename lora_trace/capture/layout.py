@@ -77,6 +77,9 @@ class Layout:
     targets: tuple[TargetEntry, ...]
     unsupported: tuple[tuple[str, int], ...]
     base: tuple[tuple[str, int], ...]  # (qualified name, position) of base parameters not to be left trainable
+    enclosing: tuple[int, ...]  # modules with a forward of their own enclosing an adapter layer, by name
+    holders: tuple[int, ...]  # modules that are or hold an adapter layer lora-trace reasons about, model order
+    unique: tuple[int, ...]  # the first slot of each parameter
 
 
 @dataclass(frozen=True)

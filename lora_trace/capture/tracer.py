@@ -200,13 +200,9 @@ class Tracer:
 
 def _eval_modules(found: Discovery) -> tuple[str, ...]:
     """The topmost modules in eval mode that hold LoRA (the root itself when the whole model is in eval)."""
-    holders = {""}  # every module that is a LoRA layer or contains one: linear in the number of LoRA layers
-    for name in found.lora:
-        parts = name.split(".")
-        holders.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     topmost: list[str] = []
-    for name, module in found.named:
-        if module.training or name not in holders:
+    for name, module in found.holders:  # every module that is a LoRA layer or contains one, in model order
+        if module.training:
             continue
         if not any(name == t or name.startswith(t + ".") or t == "" for t in topmost):
             topmost.append(name)
