@@ -262,7 +262,9 @@ def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list
     local = [p.to_local() if shards else p for p in params] if by_device else params
     with torch.no_grad():
         for indices in by_device.values():
-            values = torch.stack([local[i].any() for i in indices]).logical_not().tolist()  # no non-zero: all zero
+            # sum of |x| is 0 exactly when every x is 0 (no cancellation, a positive value never rounds to 0, NaN
+            # stays NaN): one call for all, not an op per parameter
+            values = torch.stack(torch._foreach_norm([local[i] for i in indices], 1)).eq(0).tolist()
             for i, value in zip(indices, values, strict=True):
                 flags[i] = bool(value)
     return flags
