@@ -71,7 +71,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         enclosing_called=tuple(rec.enclosing_called),
         enclosing_types=rec.enclosing_types,
         trainable_base=found.trainable_base,
-        peft_configs=peft_configs(found.named),
+        peft_configs=peft_configs(found.configured),
         calls=tuple(rec.calls),
         regions_run=rec.flow.regions_in_order(),
         cuts=tuple(cuts),

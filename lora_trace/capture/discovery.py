@@ -126,6 +126,7 @@ class Discovery:
     enclosing: tuple[tuple[str, nn.Module], ...] = ()  # modules with a forward enclosing an adapter layer
     holders: tuple[tuple[str, nn.Module], ...] = ()  # modules that are or hold an adapter layer, model order
     every: tuple[nn.Parameter, ...] = ()  # every parameter of the model once
+    configured: tuple[tuple[str, nn.Module], ...] = ()  # modules holding a `peft_config` (read again at exit)
 
     def lora_params(self) -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every LoRA parameter, in discovery order (listed once, at discovery:
@@ -159,14 +160,14 @@ def discover(model: object) -> Discovery:
     if not own_lists:
         layout = kept_layout(root, shape := shape_of(modules, keys))
         if layout is not None:
-            return _resolve(root, layout, shape.modules, shape.params)
+            return _resolve(root, layout, shape)
     named = named_modules(root)
     listed = [module for _, module in named]
     shape = shape_of(listed, keys)  # read after named_modules(), which may re-register parameters (see below)
     layout, unregistered = _work_out(named, shape)
     if not own_lists and listed == modules and not unregistered:
         keep_layout(root, shape, layout)
-    return _resolve(root, layout, shape.modules, shape.params + unregistered)
+    return _resolve(root, layout, shape, unregistered)
 
 
 def _own_listing(modules: list[nn.Module]) -> bool:
@@ -233,8 +234,11 @@ def _enclosing(named: Named, lora: dict[str, nn.Module], module_at: dict[int, in
                  and type(modules[name]).forward is not nn.Module.forward)
 
 
-def _resolve(root: nn.Module, layout: Layout, modules: list[nn.Module], params: list[nn.Parameter]) -> Discovery:
+def _resolve(root: nn.Module, layout: Layout, shape: Shape, unregistered: list[nn.Parameter] | None = None
+             ) -> Discovery:
     """The Discovery of this trace: the layout's positions read in the model's lists, the state read now."""
+    modules = shape.modules
+    params = shape.params + list(unregistered) if unregistered else shape.params
     lora = {layout.names[at]: modules[at] for at in layout.lora}
     owned = tuple((qualified, params[at]) for site in layout.sites for qualified, _, _, at in site.params)
     _refuse_zero3(owned)
@@ -245,4 +249,5 @@ def _resolve(root: nn.Module, layout: Layout, modules: list[nn.Module], params: 
                      trainable_base([(name, params[at]) for name, at in layout.base]), owned,
                      tuple((layout.names[at], modules[at]) for at in layout.enclosing),
                      tuple((layout.names[at], modules[at]) for at in layout.holders),
-                     tuple(params[at] for at in layout.unique))
+                     tuple(params[at] for at in layout.unique),
+                     tuple((layout.names[at], modules[at]) for at, _ in shape.configs))

@@ -271,7 +271,8 @@ def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list
 
 
 def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
-    """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values."""
+    """Prefix of each PeftModel (or LoRA tuner) -> adapter name -> its config as JSON-friendly values.
+    `named`: the model's modules, or only those that held a config at discovery."""
     configs: dict[str, dict[str, dict[str, Any]]] = {}
     for prefix, module in named:
         if "peft_config" not in module.__dict__ and not config_on_class(type(module)):
