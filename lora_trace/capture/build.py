@@ -15,7 +15,7 @@ from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
 from .peft import peft_configs
-from .recording import GradCounter, Recording
+from .recording import GradCounter, Recording, grad_norm
 
 
 @functools.cache
@@ -107,7 +107,7 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
             continue
         local = now.to_local() if hasattr(now, "to_local") else now
         with torch.no_grad():
-            late[name] = GradCounter(1, torch.linalg.vector_norm(local.detach().float()), local is not now)
+            late[name] = GradCounter(1, grad_norm(local.detach()), local is not now)
     return late
 
 
@@ -119,7 +119,7 @@ def _computed_only(rec: Recording) -> dict[str, GradCounter]:
             continue
         grad = seen.norm.to_local() if hasattr(seen.norm, "to_local") else seen.norm
         with torch.no_grad():
-            norm = torch.linalg.vector_norm(grad.detach().float())
+            norm = grad_norm(grad.detach())
             found[name] = GradCounter(seen.count, norm, grad is not seen.norm)
     return found
 

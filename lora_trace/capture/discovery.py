@@ -155,15 +155,15 @@ def discover(model: object) -> Discovery:
     """What a trace needs to know about the model now. Its structure is worked out once and kept (layout.py)
     while the model keeps it; adapter state, requires_grad and values are read every time."""
     root = unwrap(model)
-    modules, keys = walk(root)
+    modules, tree = walk(root)
     own_lists = _own_listing(modules)
     if not own_lists:
-        layout = kept_layout(root, shape := shape_of(modules, keys))
+        layout = kept_layout(root, shape := shape_of(modules, tree))
         if layout is not None:
             return _resolve(root, layout, shape)
     named = named_modules(root)
     listed = [module for _, module in named]
-    shape = shape_of(listed, keys)  # read after named_modules(), which may re-register parameters (see below)
+    shape = shape_of(listed, tree)  # read after named_modules(), which may re-register parameters (see below)
     layout, unregistered = _work_out(named, shape)
     if not own_lists and listed == modules and not unregistered:
         keep_layout(root, shape, layout)

@@ -21,7 +21,7 @@ from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
 from .losses import describe_loss, scalar_candidate
 from .peft import adapter_active, adapter_state, under
-from .recording import ChangeSeen, GradCounter, GradOffPlace, LossSeen, Recording
+from .recording import ChangeSeen, GradCounter, GradOffPlace, LossSeen, Recording, grad_norm
 from .regionflow import tensors_in
 from .watch import PathWatch
 
@@ -30,9 +30,6 @@ def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
     """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
     return tuple(TensorMeta(tuple(t.shape), str(t.dtype).replace("torch.", ""), bool(t.requires_grad),
                             not t.is_leaf) for t in tensors_in(value, limit))  # is_leaf: no node object made
-
-
-_NARROW = (torch.float16, torch.bfloat16)  # gradients whose norm is taken in float32
 
 
 class StepHooks:
@@ -263,7 +260,7 @@ class StepHooks:
             norm = None
             if grad is not None:
                 with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
-                    norm = torch.linalg.vector_norm(grad, dtype=torch.float32 if grad.dtype in _NARROW else None)
+                    norm = grad_norm(grad)
             counter = self.rec.grads.setdefault(name, GradCounter())
             counter.count += 1
             counter.norm = norm

@@ -23,17 +23,17 @@ class Shape:
     """The model as it is now, from a walk that builds no names: enough to tell whether a layout holds."""
 
     modules: list[nn.Module]  # in named_modules() order
-    keys: list[str]  # every module's child names, in walk order
+    tree: list[Any]  # per module: its child count, the children's names, their ids (None children too)
     params: list[nn.Parameter]  # every registered parameter slot, module by module (a tied one at each slot)
-    param_keys: list[str]
+    slots: list[Any]  # per module: its parameter count and their names
     configs: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]  # (module position, (adapter, repr(config)))
 
 
-def walk(root: nn.Module) -> tuple[list[nn.Module], list[str]]:
-    """The modules in named_modules() order (pre-order, each once) and every module's child names, without
-    joining a name (joining them is most of named_modules()' cost)."""
+def walk(root: nn.Module) -> tuple[list[nn.Module], list[Any]]:
+    """The modules in named_modules() order (pre-order, each once) and the tree itself (which module holds
+    which child under which name), without joining a name (joining them is most of named_modules()' cost)."""
     modules: list[nn.Module] = []
-    keys: list[str] = []
+    tree: list[Any] = []
     seen: set[int] = set()
     stack = [root]
     while stack:
@@ -43,26 +43,31 @@ def walk(root: nn.Module) -> tuple[list[nn.Module], list[str]]:
         seen.add(id(module))
         modules.append(module)
         children = module._modules
+        tree.append(len(children))
         if children:
-            keys.extend(children)
+            tree.extend(children)
+            tree.extend(map(id, children.values()))
             stack.extend([child for child in reversed(children.values()) if child is not None])
-    return modules, keys
+    return modules, tree
 
 
-def shape_of(modules: list[nn.Module], keys: list[str]) -> Shape:
+def shape_of(modules: list[nn.Module], tree: list[Any]) -> Shape:
     params: list[nn.Parameter] = []
-    param_keys: list[str] = []
+    slots: list[Any] = []
     configs = []
     for at, module in enumerate(modules):
-        for key, param in module._parameters.items():
+        own = module._parameters
+        count = len(params)
+        for key, param in own.items():
             if param is not None:
                 params.append(param)
-                param_keys.append(key)
+                slots.append(key)
+        slots.append(len(params) - count)
         if "peft_config" in module.__dict__ or config_on_class(type(module)):
             config = getattr(module, "peft_config", None)
             if isinstance(config, dict):
                 configs.append((at, tuple((str(adapter), repr(c)) for adapter, c in config.items())))
-    return Shape(modules, keys, params, param_keys, tuple(configs))
+    return Shape(modules, tree, params, slots, tuple(configs))
 
 
 @dataclass(frozen=True)
@@ -88,18 +93,18 @@ class _Kept:
     module_ids: list[int]
     module_refs: list[weakref.ref[nn.Module]]
     types: list[type]
-    keys: list[str]
+    tree: list[Any]
     param_ids: list[int]
     param_refs: list[weakref.ref[nn.Parameter]]
-    param_keys: list[str]
+    slots: list[Any]
     configs: tuple[Any, ...]
 
     def holds_for(self, shape: Shape) -> bool:
         ids = list(map(id, shape.modules))
-        if ids != self.module_ids or shape.keys != self.keys or shape.configs != self.configs:
+        if ids != self.module_ids or shape.tree != self.tree or shape.configs != self.configs:
             return False
         param_ids = list(map(id, shape.params))
-        if param_ids != self.param_ids or shape.param_keys != self.param_keys:
+        if param_ids != self.param_ids or shape.slots != self.slots:
             return False
         if list(map(type, shape.modules)) != self.types:
             return False
@@ -119,8 +124,8 @@ def kept_layout(root: nn.Module, shape: Shape) -> Layout | None:
 def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> None:
     try:
         _KEPT[root] = _Kept(layout, list(map(id, shape.modules)), [weakref.ref(m) for m in shape.modules],
-                            list(map(type, shape.modules)), shape.keys, list(map(id, shape.params)),
-                            [weakref.ref(p) for p in shape.params], shape.param_keys, shape.configs)
+                            list(map(type, shape.modules)), shape.tree, list(map(id, shape.params)),
+                            [weakref.ref(p) for p in shape.params], shape.slots, shape.configs)
     except TypeError:  # a module or tensor that takes no weak reference: work it out at every trace
         _KEPT.pop(root, None)
 

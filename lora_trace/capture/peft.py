@@ -262,12 +262,18 @@ def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list
     local = [p.to_local() if shards else p for p in params] if by_device else params
     with torch.no_grad():
         for indices in by_device.values():
+            summed = [i for i in indices if local[i].layout == torch.strided and local[i].dtype in _SUMMABLE]
+            rest = [i for i in indices if local[i].layout != torch.strided or local[i].dtype not in _SUMMABLE]
             # sum of |x| is 0 exactly when every x is 0 (no cancellation, a positive value never rounds to 0, NaN
-            # stays NaN): one call for all, not an op per parameter
-            values = torch.stack(torch._foreach_norm([local[i] for i in indices], 1)).eq(0).tolist()
-            for i, value in zip(indices, values, strict=True):
+            # stays NaN): one call for all; other tensors (integer, float8, sparse) one any() each
+            values = torch.stack(torch._foreach_norm([local[i] for i in summed], 1)).eq(0).tolist() if summed else []
+            values += [not bool(local[i].any()) for i in rest]
+            for i, value in zip(summed + rest, values, strict=True):
                 flags[i] = bool(value)
     return flags
+
+
+_SUMMABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128})
 
 
 def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
@@ -288,7 +294,9 @@ def peft_configs(named: Named) -> dict[str, dict[str, dict[str, Any]]]:
 
 @functools.cache
 def config_on_class(cls: type) -> bool:
-    return hasattr(cls, "peft_config")  # PeftModel's property; a tuner keeps its own in its __dict__
+    """Whether a module of this class may hold a `peft_config` outside its __dict__: PeftModel's property, or
+    a wrapper forwarding attributes to the module it wraps (FSDP1). A tuner keeps its own in its __dict__."""
+    return hasattr(cls, "peft_config") or getattr(cls, "__getattr__", None) is not nn.Module.__getattr__
 
 
 def _jsonable(value: Any) -> Any:

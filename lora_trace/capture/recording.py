@@ -128,6 +128,17 @@ class Recording:
         self.losses = [LossSeen(None, seen.info) for seen in self.losses]
 
 
+def grad_norm(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient's L2 norm, summed in float32 or wider: narrower floats (fp16, bf16, float8) are widened,
+    float64 and complex keep their precision. Every path that measures a gradient uses it, so a tiny one reads
+    the same (zero or not) whichever hook saw it. Call under no_grad."""
+    if grad.dtype in (torch.float32, torch.float64) or grad.is_complex():
+        return torch.linalg.vector_norm(grad)
+    if grad.dtype in (torch.float16, torch.bfloat16):
+        return torch.linalg.vector_norm(grad, dtype=torch.float32)
+    return torch.linalg.vector_norm(grad.float())  # float8 and others: no promotion inside the norm
+
+
 def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerStart:
     """Values of the LoRA parameters the optimizer holds (to tell which it changed) and every `.grad`."""
     scale = scaler.get_scale() if scaler is not None else None

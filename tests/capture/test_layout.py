@@ -39,7 +39,8 @@ def _answer(found):
     """Everything a trace reads from discovery, with modules and parameters by identity."""
     return (found.root, _by_id(found.named), _by_id(found.lora.items()), found.sites, _by_id(found.regions.items()),
             found.param_names, _by_id(found.tuners.items()), found.targets, found.unsupported, found.trainable_base,
-            _by_id(found.params))
+            _by_id(found.params), _by_id(found.enclosing), _by_id(found.holders), [id(p) for p in found.every],
+            _by_id(found.configured))
 
 
 def _by_id(pairs):
@@ -128,3 +129,86 @@ def test_a_model_listing_its_own_modules_is_never_kept():
     model = get_peft_model(WithAttention(), LoraConfig(r=2, target_modules=["attn"]))
     discover(model)
     assert _kept(model) is None
+
+
+class Activated(nn.Module):
+    """Net with a ReLU module between its layers: a leaf visited right before the decoder."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(8, 8)
+        self.act = nn.ReLU()
+        self.decoder = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.decoder(self.act(self.encoder(x))).mean()
+
+
+def _fresh(model):
+    forget_layouts()
+    return _answer(discover(model))
+
+
+def test_a_child_moved_under_the_module_walked_before_it_is_named_where_it_is():
+    """The same modules in the same walk order, under another parent: the names change."""
+    torch.manual_seed(0)
+    model = get_peft_model(Activated(), LoraConfig(r=2, target_modules=["encoder", "decoder"]))
+    discover(model)
+    inner = model.base_model.model
+    inner.act.add_module("decoder", inner._modules.pop("decoder"))
+    found = discover(model)
+    assert "base_model.model.act.decoder" in found.lora
+    assert _answer(found) == _fresh(model)
+
+
+def test_an_alias_pointed_elsewhere_is_named_as_it_is_now():
+    torch.manual_seed(0)
+    model = get_peft_model(Activated(), LoraConfig(r=2, target_modules=["encoder", "decoder"]))
+    inner = model.base_model.model
+    inner.add_module("alias", inner.act)  # a second name for a module already listed: not listed again
+    discover(model)
+    inner._modules["alias"] = inner.decoder
+    del inner._modules["decoder"]
+    found = discover(model)
+    assert "base_model.model.alias" in found.lora
+    assert _answer(found) == _fresh(model)
+
+
+def test_a_parameter_moved_to_the_next_module_is_named_where_it_is():
+    model = _lora()
+    inner = model.base_model.model
+    discover(model)
+    bias = inner.encoder.base_layer._parameters.pop("bias")
+    inner.decoder.base_layer.register_parameter("extra", bias)
+    bias.requires_grad_(True)
+    found = discover(model)
+    assert found.trainable_base.examples == ("base_model.model.decoder.base_layer.extra",)
+    assert _answer(found) == _fresh(model)
+
+
+def test_the_walk_lists_what_named_modules_lists():
+    """Shared children, a child listed twice, None children, a cycle back to the root."""
+    torch.manual_seed(0)
+    root = nn.Module()
+    shared = nn.Linear(2, 2)
+    root.a = nn.Sequential(shared, nn.ReLU(), shared)
+    root.b = nn.ModuleDict({"x": nn.Linear(2, 2), "y": shared})
+    root.register_module("empty", None)
+    root.b.add_module("back", root)
+    root.c = nn.ModuleList([nn.Identity(), root.a])
+    modules, _ = walk(root)
+    assert modules == [module for _, module in root.named_modules()]
+
+
+def test_an_adapter_parameter_no_module_registers_is_traced_and_never_kept():
+    model = _lora()
+    layer = model.base_model.model.encoder
+    loose = nn.Parameter(torch.zeros(2, 8))
+    object.__setattr__(layer, "lora_loose", {"default": loose})  # a plain dict: nothing registers it
+    type(layer).adapter_layer_names = (*type(layer).adapter_layer_names, "lora_loose")
+    try:
+        found = discover(model)
+        assert any(p is loose for _, p in found.params)
+        assert _kept(model) is None
+    finally:
+        type(layer).adapter_layer_names = type(layer).adapter_layer_names[:-1]

@@ -266,3 +266,31 @@ def test_code_typed_in_ipython_is_the_users_and_the_stacks_own_libraries_are_not
     ids = torch.randint(0, 64, (2, 8))
     diagnosis = lora_trace.diagnose(model, lambda m: space["encode"](m, ids).sum())
     assert diagnosis.root_cause.code == "grad-disabled" and diagnosis.root_cause.location == f"{name}:3"
+
+
+@pytest.mark.parametrize(("reentrant", "through"), [(True, "backward"), (False, "backward"), (False, "autograd.grad")])
+def test_a_checkpoint_recompute_is_told_from_the_first_forward(reentrant, through):
+    """Recomputes run inside a backward node; the first forward, outside any, walks no stack."""
+    from torch.utils.checkpoint import checkpoint
+
+    from lora_trace.capture.locate import in_checkpoint_recompute
+
+    seen = []
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            seen.append(in_checkpoint_recompute())
+            return self.linear(x)
+
+    block = Block()
+    x = torch.randn(2, 3, requires_grad=True)
+    loss = checkpoint(block, x, use_reentrant=reentrant).sum()
+    if through == "backward":
+        loss.backward()
+    else:
+        torch.autograd.grad(loss, [x])
+    assert seen == [False, True]

@@ -11,3 +11,12 @@ def test_all_zero_is_exact_for_tiny_nan_empty_mixed_dtypes_and_meta():
               torch.tensor([0, 1e-320], dtype=torch.float64),
               torch.tensor([6e-8], dtype=torch.float16), torch.zeros(2, device="meta")]
     assert _all_zero_flags(params) == [True, False, False, True, False, True, False, False, None]
+
+
+def test_all_zero_takes_integer_float8_sparse_and_complex_tensors():
+    """A frozen adapter may be stored quantised (uint8, float8) or sparse: the summed check does not take those."""
+    params = [torch.zeros(2, dtype=torch.uint8), torch.tensor([0, 3], dtype=torch.uint8),
+              torch.zeros(2).to(torch.float8_e4m3fn), torch.tensor([0.0, 2.0]).to(torch.float8_e4m3fn),
+              torch.zeros(3, 3).to_sparse(), torch.eye(2).to_sparse(), torch.zeros(2, dtype=torch.complex64),
+              torch.tensor([0, 1j], dtype=torch.complex64)]
+    assert _all_zero_flags(params) == [True, False, True, False, True, False, True, False]
