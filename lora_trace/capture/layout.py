@@ -1,14 +1,18 @@
 """What discovery keeps of a model from one trace to the next: its structure as names and positions, never a
-module or a tensor (a kept module would keep a deleted model alive). A kept layout is used only while the
-model has the same modules in the same places, the same classes, the same parameters and the same PEFT
-configs; any other change (an adapter added or deleted, a layer replaced, a wrapper unwrapped, a config
-edited, parameters re-created by sharding) makes discovery work it out again. Adapter state, requires_grad
-and values are never kept: they are read at every trace.
+module or a tensor (a kept module would keep a deleted model alive). A layout is a function of the model's
+shape: its classes, which module holds which child under which name, which parameter sits in which slot
+under which name, which modules and parameters are one and the same object, and the PEFT configs. It is
+used only while all of that is unchanged; any change (an adapter added or deleted, a layer replaced or
+moved, a wrapper unwrapped, a config edited, parameters re-created by sharding) makes discovery work it out
+again. Adapter state, requires_grad and values are never kept: they are read at every trace. Object ids
+are compared only as a pattern (which positions hold the same object): a reused id of a freed module in an
+identical shape gives the identical layout, so no weak reference per module is needed.
 """
 
 from __future__ import annotations
 
 import weakref
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,17 +27,18 @@ class Shape:
     """The model as it is now, from a walk that builds no names: enough to tell whether a layout holds."""
 
     modules: list[nn.Module]  # in named_modules() order
-    tree: list[Any]  # per module: its child count, the children's names, their ids (None children too)
+    tree: tuple[list[str], array]  # per module: its children's names; its child count and the children's ids
     params: list[nn.Parameter]  # every registered parameter slot, module by module (a tied one at each slot)
-    slots: list[Any]  # per module: its parameter count and their names
+    slots: list[Any]  # per module: its parameters' names and their count
     configs: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]  # (module position, (adapter, repr(config)))
 
 
-def walk(root: nn.Module) -> tuple[list[nn.Module], list[Any]]:
+def walk(root: nn.Module) -> tuple[list[nn.Module], tuple[list[str], array]]:
     """The modules in named_modules() order (pre-order, each once) and the tree itself (which module holds
     which child under which name), without joining a name (joining them is most of named_modules()' cost)."""
     modules: list[nn.Module] = []
-    tree: list[Any] = []
+    keys: list[str] = []
+    ids = array("Q")
     seen: set[int] = set()
     stack = [root]
     while stack:
@@ -43,15 +48,15 @@ def walk(root: nn.Module) -> tuple[list[nn.Module], list[Any]]:
         seen.add(id(module))
         modules.append(module)
         children = module._modules
-        tree.append(len(children))
+        ids.append(len(children))
         if children:
-            tree.extend(children)
-            tree.extend(map(id, children.values()))
+            keys.extend(children)
+            ids.extend(map(id, children.values()))  # None children too: id(None)
             stack.extend([child for child in reversed(children.values()) if child is not None])
-    return modules, tree
+    return modules, (keys, ids)
 
 
-def shape_of(modules: list[nn.Module], tree: list[Any]) -> Shape:
+def shape_of(modules: list[nn.Module], tree: tuple[list[str], array]) -> Shape:
     params: list[nn.Parameter] = []
     slots: list[Any] = []
     configs = []
@@ -90,44 +95,31 @@ class Layout:
 @dataclass(frozen=True)
 class _Kept:
     layout: Layout
-    module_ids: list[int]
-    module_refs: list[weakref.ref[nn.Module]]
+    module_ids: array
     types: list[type]
-    tree: list[Any]
-    param_ids: list[int]
-    param_refs: list[weakref.ref[nn.Parameter]]
+    tree: tuple[list[str], array]
+    param_ids: array
     slots: list[Any]
     configs: tuple[Any, ...]
 
     def holds_for(self, shape: Shape) -> bool:
-        ids = list(map(id, shape.modules))
-        if ids != self.module_ids or shape.tree != self.tree or shape.configs != self.configs:
-            return False
-        param_ids = list(map(id, shape.params))
-        if param_ids != self.param_ids or shape.slots != self.slots:
-            return False
-        if list(map(type, shape.modules)) != self.types:
-            return False
-        # the same ids are the same objects only while the kept ones are alive (a freed id can be reused)
-        return [id(r()) for r in self.module_refs] == ids and [id(r()) for r in self.param_refs] == param_ids
+        return (array("Q", map(id, shape.modules)) == self.module_ids and shape.tree == self.tree
+                and shape.configs == self.configs and array("Q", map(id, shape.params)) == self.param_ids
+                and shape.slots == self.slots and list(map(type, shape.modules)) == self.types)
 
 
 _KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
 
 
 def kept_layout(root: nn.Module, shape: Shape) -> Layout | None:
-    """The layout kept from an earlier trace of `root`, if the model still has that structure."""
+    """The layout kept from an earlier trace of `root`, if the model still has that shape."""
     kept = _KEPT.get(root)
     return kept.layout if kept is not None and kept.holds_for(shape) else None
 
 
 def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> None:
-    try:
-        _KEPT[root] = _Kept(layout, list(map(id, shape.modules)), [weakref.ref(m) for m in shape.modules],
-                            list(map(type, shape.modules)), shape.tree, list(map(id, shape.params)),
-                            [weakref.ref(p) for p in shape.params], shape.slots, shape.configs)
-    except TypeError:  # a module or tensor that takes no weak reference: work it out at every trace
-        _KEPT.pop(root, None)
+    _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), list(map(type, shape.modules)), shape.tree,
+                        array("Q", map(id, shape.params)), shape.slots, shape.configs)
 
 
 def forget_layouts() -> None:
