@@ -2,7 +2,6 @@
 the next (memos of structure) must never show the model as it was. Each test traces once, changes the
 model the way users do between steps, and checks the next trace against the changed model."""
 
-import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
@@ -10,16 +9,7 @@ from torch import nn
 import lora_trace
 from lora_trace.capture.discovery import discover
 
-
-class TwoLayers(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Linear(8, 8)
-        self.decoder = nn.Linear(8, 8)
-        self.head = nn.Linear(8, 1)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.decoder(torch.relu(self.encoder(x))))).pow(2).mean()
+from .conftest import TwoLayers
 
 
 def _model(**config):
@@ -121,22 +111,6 @@ def test_a_class_swapped_in_place_is_seen():
     base = layer.base_layer
     model.base_model.model.decoder = base
     assert _layers(_trace(model)) == {"encoder"}
-
-
-@pytest.fixture
-def single_rank_group():
-    import os
-    import socket
-
-    import torch.distributed as dist
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_wrapping_in_ddp_between_traces_keeps_the_names(single_rank_group):

@@ -14,21 +14,12 @@ from lora_trace.capture.layout import forget_layouts, kept_layout, shape_of, wal
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.tuners import tuner_model, tuner_names
 
-
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Linear(8, 8)
-        self.decoder = nn.Linear(8, 8)
-        self.head = nn.Linear(8, 1)
-
-    def forward(self, x):
-        return self.head(self.decoder(torch.relu(self.encoder(x)))).mean()
+from .conftest import TwoLayers
 
 
 def _lora(**config):
     torch.manual_seed(0)
-    return get_peft_model(Net(), LoraConfig(r=2, target_modules=["encoder", "decoder"], **config))
+    return get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder", "decoder"], **config))
 
 
 def _kept(model):
@@ -99,7 +90,7 @@ def test_a_replaced_parameter_is_the_one_traced():
 def test_an_adapter_added_inside_parameter_dicts_is_seen():
     """IA3 keeps its vectors in ParameterDicts: a new adapter adds parameters, not modules."""
     torch.manual_seed(0)
-    model = get_peft_model(Net(), IA3Config(target_modules=["encoder", "decoder"], feedforward_modules=[]))
+    model = get_peft_model(TwoLayers(), IA3Config(target_modules=["encoder", "decoder"], feedforward_modules=[]))
     assert {s.adapters for s in discover(model).sites} == {("default",)}
     model.add_adapter("second", IA3Config(target_modules=["encoder", "decoder"], feedforward_modules=[]))
     assert {s.adapters for s in discover(model).sites} == {("default", "second")}

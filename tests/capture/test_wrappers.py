@@ -1,25 +1,9 @@
 """Names are relative to what the user passed: DDP's `module.` prefix never shows."""
 
-import os
-import socket
-
-import pytest
 import torch
-import torch.distributed as dist
 
 import lora_trace
 from lora_trace.scenarios import contrastive_qwen2_audio
-
-
-@pytest.fixture
-def single_rank_group():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_a_ddp_wrapped_model_is_traced_with_unwrapped_names(single_rank_group):
