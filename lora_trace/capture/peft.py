@@ -73,28 +73,23 @@ def _container(layer: Any, role: str) -> Any:
     return found if found is not None else getattr(layer, role, None)
 
 
-def held_adapters(layer: Any) -> set[str]:
-    """The adapters this layer holds weights for, from the tuner's own list of adapter containers."""
-    held: set[str] = set()
+def _keyed_containers(layer: Any) -> Iterator[Any]:
+    """The tuner's adapter containers (lora_A, hada_w1_a, ...) that are keyed by adapter name."""
     for role in layer.adapter_layer_names:
         container = _container(layer, role)
         if container is not None and hasattr(container, "keys"):
-            held.update(container.keys())
-    return held
+            yield container
+
+
+def held_adapters(layer: Any) -> set[str]:
+    """The adapters this layer holds weights for, from the tuner's own list of adapter containers."""
+    return {adapter for container in _keyed_containers(layer) for adapter in container.keys()}
 
 
 def adapter_active(layer: Any, state: AdapterState) -> bool:
     """Whether the layer, in `state` (read by `adapter_state`), adds a delta of an adapter it holds. Asked per
     call: only the active adapters are looked up, in the containers until one holds them."""
-    return any(state.contributes(a) and _holds(layer, a) for a in state.active)
-
-
-def _holds(layer: Any, adapter: str) -> bool:
-    for role in layer.adapter_layer_names:
-        container = _container(layer, role)
-        if container is not None and hasattr(container, "keys") and adapter in container:
-            return True
-    return False
+    return any(state.contributes(a) and any(a in c for c in _keyed_containers(layer)) for a in state.active)
 
 
 def adapter_state(layer: Any) -> AdapterState:
