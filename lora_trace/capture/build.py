@@ -112,16 +112,9 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
 
 
 def _computed_only(rec: Recording) -> dict[str, GradCounter]:
-    """Gradients computed for LoRA parameters but never accumulated (torch.autograd.grad users)."""
-    found = {}
-    for name, seen in rec.incoming.items():
-        if name in rec.grads or seen.norm is None:
-            continue
-        grad = seen.norm.to_local() if hasattr(seen.norm, "to_local") else seen.norm
-        with torch.no_grad():
-            norm = grad_norm(grad.detach())
-            found[name] = GradCounter(seen.count, norm, grad is not seen.norm)
-    return found
+    """Gradients computed for LoRA parameters but never accumulated (torch.autograd.grad users): their
+    norms were taken as they arrived."""
+    return {name: seen for name, seen in rec.incoming.items() if name not in rec.grads and seen.norm is not None}
 
 
 def _changes(rec: Recording) -> tuple[StateChange, ...]:

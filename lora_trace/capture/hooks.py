@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import _get_grad_fn_or_grad_acc
 from torch.utils.hooks import RemovableHandle
 
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
@@ -32,6 +33,15 @@ def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
                             not t.is_leaf) for t in tensors_in(value, limit))  # is_leaf: no node object made
 
 
+def will_accumulate(param: torch.Tensor) -> bool:
+    """Whether the backward running now writes `param`'s gradient into .grad. The engine refuses to answer
+    for a leaf that torch.autograd.grad() captures: that refusal is the answer "no"."""
+    try:
+        return bool(torch._C._will_engine_execute_node(_get_grad_fn_or_grad_acc(param)))
+    except RuntimeError:
+        return False
+
+
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
@@ -46,6 +56,7 @@ class StepHooks:
         self._module_of: dict[int, tuple[str, str]] = {}
         self._base_of: dict[int, str] = {}
         self._once: dict[str, RemovableHandle] = {}
+        self._accumulating: dict[int, bool] = {}  # graph task id -> whether its backward fills .grad
 
     def install(self) -> None:
         rec, keep = self.rec, self._keep
@@ -64,7 +75,7 @@ class StepHooks:
         for name, param in rec.found.lora_params():
             if param.requires_grad:
                 keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
-                keep(param.register_hook(self._incoming_hook(name)))
+                keep(param.register_hook(self._incoming_hook(name, param)))
         if rec.deep:
             self._watch_adaptable()
             base_weights = {id(layer.get_base_layer().weight): name for name, layer in rec.found.lora.items()
@@ -271,17 +282,30 @@ class StepHooks:
 
         return hook
 
-    def _incoming_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+    def _incoming_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
         """A gradient computed for the parameter: by backward() or by torch.autograd.grad(), which fills no
-        .grad and so fires no post-accumulate hook. Keeps the last one; its norm is taken when the step ends."""
+        .grad and so fires no post-accumulate hook; then its norm is taken here. The gradient itself is never
+        held: a second reference makes autograd copy it into .grad instead of moving it (memory and time)."""
 
         def hook(grad: torch.Tensor) -> None:
             counter = self.rec.incoming.setdefault(name, GradCounter())
             counter.count += 1
-            counter.norm = grad
+            if not self._accumulates(param):
+                local = grad.to_local() if hasattr(grad, "to_local") else grad
+                with self.paused(), torch.no_grad():
+                    counter.norm = grad_norm(local.detach())
+                counter.shard = local is not grad
             self.rec.backward_seen = True
 
         return hook
+
+    def _accumulates(self, param: nn.Parameter) -> bool:
+        """Whether the running backward accumulates into .grad (backward()) or only returns gradients
+        (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine."""
+        task = torch._C._current_graph_task_id()
+        if task not in self._accumulating:
+            self._accumulating = {task: will_accumulate(param)}
+        return self._accumulating[task]
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
         """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""

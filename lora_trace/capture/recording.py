@@ -91,7 +91,7 @@ class Recording:
     model_outputs: list[LossSeen] = field(default_factory=list)  # loss-like outputs of the model
     grads: dict[str, GradCounter] = field(default_factory=dict)  # accumulated into .grad (backward())
     incoming: dict[str, GradCounter] = field(default_factory=dict)  # computed for it (also autograd.grad(),
-    # which accumulates nothing): the last incoming gradient, its norm taken at the end
+    # which accumulates nothing: then the norm of the last one, taken as it arrived)
     backward_seen: bool = False
     micro_steps: list[tuple[bool | None, dict[str, None]]] = field(default_factory=list)  # per model call:
     # DDP's sync flag, the adapter parameters whose gradient arrived after it

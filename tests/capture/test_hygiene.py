@@ -190,3 +190,20 @@ def test_a_step_that_changes_frozen_weights_in_place_is_restored_exactly(scenari
         warnings.simplefilter("error")
         lora_trace.diagnose(scenario.model, step, optimizer=scenario.optimizer)
     assert torch.equal(head, before)
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_autograd_moves_each_lora_gradient_into_grad_as_without_the_tracer(scenario, deep):
+    """A hook holding the incoming gradient makes autograd copy it into .grad (twice the memory, a copy per
+    parameter): the tracer must leave the gradient autograd computed as the very tensor in .grad."""
+    lora = [p for name, p in scenario.model.named_parameters() if "lora_" in name and p.requires_grad]
+    computed = {}
+    handles = [p.register_hook(lambda grad, i=i: computed.__setitem__(i, grad.data_ptr())) for i, p in enumerate(lora)]
+    try:
+        with lora_trace.trace(scenario.model, deep=deep) as tracer:
+            scenario.step(scenario.model).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert computed and all(lora[i].grad.data_ptr() == ptr for i, ptr in computed.items())
+    assert any(arrival.norm for arrival in tracer.trace.arrivals)
