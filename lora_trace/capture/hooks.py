@@ -10,6 +10,7 @@ healthy in-place op after a LoRA layer raise.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,16 @@ from .watch import PathWatch
 
 
 def tensor_metas(value: Any, limit: int = 8) -> tuple[TensorMeta, ...]:
-    """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept)."""
-    return tuple(TensorMeta(tuple(t.shape), str(t.dtype).replace("torch.", ""), bool(t.requires_grad),
-                            not t.is_leaf) for t in tensors_in(value, limit))  # is_leaf: no node object made
+    """Shape, dtype and grad flags of the tensors in a call's arguments or output (no tensor is kept). Read at
+    every adapter layer call: a lone tensor skips the search, a dtype's name is looked up."""
+    tensors = (value,) if type(value) is torch.Tensor else tensors_in(value, limit)
+    return tuple(TensorMeta(tuple(t.shape), _dtype_name(t.dtype), t.requires_grad, not t.is_leaf)
+                 for t in tensors)  # is_leaf: no node object made
+
+
+@functools.cache
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def will_accumulate(param: torch.Tensor) -> bool:
@@ -61,7 +69,8 @@ class StepHooks:
     def install(self) -> None:
         rec, keep = self.rec, self._keep
         for name, layer in rec.found.lora.items():
-            keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
+            if rec.deep:  # which wrapper's forward is running: only the deep mode's watch asks
+                keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True, always_call=True))
         for region, module in rec.found.regions.items():
             keep(module.register_forward_pre_hook(rec.flow.pre_hook(region), with_kwargs=True))
@@ -112,7 +121,7 @@ class StepHooks:
             elif name in wrappers:
                 wrappers.remove(name)
             with self.paused():
-                self._record_call(name, module, (args, kwargs), output)
+                self._record_call(name, module, args[0] if len(args) == 1 and not kwargs else (args, kwargs), output)
 
         return hook
 

@@ -213,7 +213,7 @@ def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params:
     """Each layer's state now (active, merged, disabled, scalings, requires_grad, all-zero: one device sync
     for all zero checks); `layers` in the order of `layouts`, `params` the model's parameter list."""
     every = [params[p[3]] for layout in layouts for p in layout.params]
-    zero_flags, shard_flags = iter(_all_zero_flags(every)), iter(_all_zero_flags(every, shards=True))
+    zero_flags, shard_flags = map(iter, _all_zero_flags(every))
     sites = []
     for layout, layer in zip(layouts, layers, strict=True):
         scaling = getattr(layer, "scaling", None)
@@ -246,26 +246,35 @@ def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str,
                 yield f"{name}.{role}.{adapter}", adapter, role, holder
 
 
-def _all_zero_flags(params: list[nn.Parameter], *, shards: bool = False) -> list[bool | None]:
-    """Whether each parameter is all zero; None where unknown. A sharded DTensor's answer needs every rank
-    (no collective here): with `shards`, the flags are of this rank's shard of the sharded ones only."""
-    flags: list[bool | None] = [None] * len(params)
-    by_device: dict[torch.device, list[int]] = {}
+def _all_zero_flags(params: list[nn.Parameter]) -> tuple[list[bool | None], list[bool | None]]:
+    """Whether each parameter is all zero (None where unknown: meta, or sharded), and the same of this rank's
+    shard of each sharded DTensor (None for the others): the whole answer for a shard needs every rank, and
+    no collective runs here. One norm call per device for all."""
+    whole: list[bool | None] = [None] * len(params)
+    shard: list[bool | None] = [None] * len(params)
+    sharded = {cls: hasattr(cls, "to_local") for cls in set(map(type, params))}  # per class: one lookup each
+    summed: dict[torch.device, list[tuple[list[bool | None], int, torch.Tensor]]] = {}
+    rest = []
     for i, p in enumerate(params):
-        if p.device.type != "meta" and hasattr(p, "to_local") == shards:
-            by_device.setdefault(p.device, []).append(i)
-    local = [p.to_local() if shards else p for p in params] if by_device else params
+        if p.is_meta:
+            continue
+        flags = whole
+        if sharded[type(p)]:
+            p, flags = p.to_local(), shard
+        if p.layout == torch.strided and p.dtype in _SUMMABLE:
+            summed.setdefault(p.device, []).append((flags, i, p))
+        else:
+            rest.append((flags, i, p))
+    # sum of |x| is 0 exactly when every x is 0 (no cancellation, a positive value never rounds to 0, NaN stays
+    # NaN): one call per device; other tensors (integer, float8, sparse) one any() each
     with torch.no_grad():
-        for indices in by_device.values():
-            summed = [i for i in indices if local[i].layout == torch.strided and local[i].dtype in _SUMMABLE]
-            rest = [i for i in indices if local[i].layout != torch.strided or local[i].dtype not in _SUMMABLE]
-            # sum of |x| is 0 exactly when every x is 0 (no cancellation, a positive value never rounds to 0, NaN
-            # stays NaN): one call for all; other tensors (integer, float8, sparse) one any() each
-            values = torch.stack(torch._foreach_norm([local[i] for i in summed], 1)).eq(0).tolist() if summed else []
-            values += [not bool(local[i].any()) for i in rest]
-            for i, value in zip(summed + rest, values, strict=True):
-                flags[i] = bool(value)
-    return flags
+        for group in summed.values():
+            values = torch.stack(torch._foreach_norm([p for _, _, p in group], 1)).eq(0).tolist()
+            for (flags, i, _), value in zip(group, values, strict=True):
+                flags[i] = value
+        for flags, i, p in rest:
+            flags[i] = not bool(p.any())
+    return whole, shard
 
 
 _SUMMABLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128})

@@ -10,7 +10,7 @@ def test_all_zero_is_exact_for_tiny_nan_empty_mixed_dtypes_and_meta():
               torch.tensor([-1.0, 1.0]), torch.zeros(2, dtype=torch.bfloat16),
               torch.tensor([0, 1e-320], dtype=torch.float64),
               torch.tensor([6e-8], dtype=torch.float16), torch.zeros(2, device="meta")]
-    assert _all_zero_flags(params) == [True, False, False, True, False, True, False, False, None]
+    assert _all_zero_flags(params)[0] == [True, False, False, True, False, True, False, False, None]
 
 
 def test_all_zero_takes_integer_float8_sparse_and_complex_tensors():
@@ -19,4 +19,14 @@ def test_all_zero_takes_integer_float8_sparse_and_complex_tensors():
               torch.zeros(2).to(torch.float8_e4m3fn), torch.tensor([0.0, 2.0]).to(torch.float8_e4m3fn),
               torch.zeros(3, 3).to_sparse(), torch.eye(2).to_sparse(), torch.zeros(2, dtype=torch.complex64),
               torch.tensor([0, 1j], dtype=torch.complex64)]
-    assert _all_zero_flags(params) == [True, False, True, False, True, False, True, False]
+    assert _all_zero_flags(params)[0] == [True, False, True, False, True, False, True, False]
+
+
+def test_a_sharded_parameter_is_judged_on_its_shard_only(single_rank_group):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (1,))
+    params = [torch.nn.Parameter(distribute_tensor(torch.zeros(4, 2), mesh, [Shard(0)])),
+              torch.nn.Parameter(distribute_tensor(torch.ones(4, 2), mesh, [Shard(0)])), torch.zeros(2)]
+    assert _all_zero_flags(params) == ([None, None, True], [True, False, None])
