@@ -158,16 +158,15 @@ def discover(model: object) -> Discovery:
     modules, tree = walk(root)
     own_lists = _own_listing(modules)
     if not own_lists:
-        layout = kept_layout(root, shape := shape_of(modules, tree))
-        if layout is not None:
-            return _resolve(root, layout, shape)
+        kept = kept_layout(root, shape := shape_of(modules, tree))
+        if kept is not None:
+            return _resolve(root, *kept, shape)
     named = named_modules(root)
     listed = [module for _, module in named]
     shape = shape_of(listed, tree)  # read after named_modules(), which may re-register parameters (see below)
     layout, unregistered = _work_out(named, shape)
-    if not own_lists and listed == modules and not unregistered:
-        keep_layout(root, shape, layout)
-    return _resolve(root, layout, shape, unregistered)
+    memo = keep_layout(root, shape, layout) if not own_lists and listed == modules and not unregistered else None
+    return _resolve(root, layout, memo, shape, unregistered)
 
 
 def _own_listing(modules: list[nn.Module]) -> bool:
@@ -234,16 +233,17 @@ def _enclosing(named: Named, lora: dict[str, nn.Module], module_at: dict[int, in
                  and type(modules[name]).forward is not nn.Module.forward)
 
 
-def _resolve(root: nn.Module, layout: Layout, shape: Shape, unregistered: list[nn.Parameter] | None = None
-             ) -> Discovery:
-    """The Discovery of this trace: the layout's positions read in the model's lists, the state read now."""
+def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, shape: Shape,
+             unregistered: list[nn.Parameter] | None = None) -> Discovery:
+    """The Discovery of this trace: the layout's positions read in the model's lists, the state read now
+    (`memo`: the state records of the last trace of a kept layout)."""
     modules = shape.modules
     params = shape.params + list(unregistered) if unregistered else shape.params
     lora = {layout.names[at]: modules[at] for at in layout.lora}
     owned = tuple((qualified, params[at]) for site in layout.sites for qualified, _, _, at in site.params)
     _refuse_zero3(owned)
     return Discovery(root, list(zip(layout.names, modules, strict=True)), lora,
-                     read_sites(layout.sites, list(lora.values()), params),
+                     read_sites(layout.sites, list(lora.values()), params, memo),
                      {name: modules[at] for name, at in layout.regions}, {id(p): name for name, p in owned},
                      {prefix: modules[at] for prefix, at in layout.tuners}, layout.targets, layout.unsupported,
                      trainable_base([(name, params[at]) for name, at in layout.base]), owned,

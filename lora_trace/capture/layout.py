@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import weakref
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -101,6 +101,7 @@ class _Kept:
     param_ids: array
     slots: list[Any]
     configs: tuple[Any, ...]
+    sites: dict[int, Any] = field(default_factory=dict)  # read_sites' memo: no tensor, no module
 
     def holds_for(self, shape: Shape) -> bool:
         return (array("Q", map(id, shape.modules)) == self.module_ids and shape.tree == self.tree
@@ -111,15 +112,17 @@ class _Kept:
 _KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
 
 
-def kept_layout(root: nn.Module, shape: Shape) -> Layout | None:
-    """The layout kept from an earlier trace of `root`, if the model still has that shape."""
+def kept_layout(root: nn.Module, shape: Shape) -> tuple[Layout, dict[int, Any]] | None:
+    """The layout kept from an earlier trace of `root`, if the model still has that shape, and the memo of
+    the adapter state read at the last trace (records reused where the state reads the same)."""
     kept = _KEPT.get(root)
-    return kept.layout if kept is not None and kept.holds_for(shape) else None
+    return (kept.layout, kept.sites) if kept is not None and kept.holds_for(shape) else None
 
 
-def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> None:
-    _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), list(map(type, shape.modules)), shape.tree,
-                        array("Q", map(id, shape.params)), shape.slots, shape.configs)
+def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> dict[int, Any]:
+    kept = _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), list(map(type, shape.modules)),
+                               shape.tree, array("Q", map(id, shape.params)), shape.slots, shape.configs)
+    return kept.sites
 
 
 def forget_layouts() -> None:

@@ -208,26 +208,31 @@ def site_layouts(modules: dict[str, nn.Module], position: Callable[[nn.Parameter
     return tuple(layouts)
 
 
-def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params: list[nn.Parameter]
-               ) -> tuple[LoraSite, ...]:
+def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params: list[nn.Parameter],
+               memo: dict[int, tuple[Any, LoraSite]] | None = None) -> tuple[LoraSite, ...]:
     """Each layer's state now (active, merged, disabled, scalings, requires_grad, all-zero: one device sync
-    for all zero checks); `layers` in the order of `layouts`, `params` the model's parameter list."""
+    for all zero checks); `layers` in the order of `layouts`, `params` the model's parameter list. `memo`
+    (kept with a layout): the state read last time per layer and its record, reused when it reads the same."""
     every = [params[p[3]] for layout in layouts for p in layout.params]
-    zero_flags, shard_flags = map(iter, _all_zero_flags(every))
+    zero, shard = _all_zero_flags(every)
+    states = zip(map(torch.Tensor.numel, every), [p.requires_grad for p in every], zero, shard, strict=True)
+    memo = memo if memo is not None else {}
     sites = []
-    for layout, layer in zip(layouts, layers, strict=True):
+    for at, (layout, layer) in enumerate(zip(layouts, layers, strict=True)):
         scaling = getattr(layer, "scaling", None)
-        sites.append(LoraSite(
-            module=layout.module, region=layout.region, layer_type=layout.layer_type, adapters=layout.adapters,
-            active_adapters=tuple(layer.active_adapters), merged=bool(layer.merged),
-            disabled=bool(layer.disable_adapters),
-            scalings=tuple((a, float(s)) for a, s in sorted(scaling.items()) if isinstance(s, (int, float)))
-            if isinstance(scaling, dict) else (),
-            params=tuple(LoraParam(qualified, adapter, role, params[at].numel(), params[at].requires_grad,
-                                   next(zero_flags), next(shard_flags))
-                         for qualified, adapter, role, at in layout.params),
-            tuner=layout.tuner, shared=layout.shared,
-        ))
+        key = (tuple(layer.active_adapters), bool(layer.merged), bool(layer.disable_adapters),
+               tuple((a, float(s)) for a, s in sorted(scaling.items()) if isinstance(s, (int, float)))
+               if isinstance(scaling, dict) else (), tuple(next(states) for _ in layout.params))
+        known = memo.get(at)
+        if known is None or known[0] != key:
+            active, merged, disabled, scalings, state = key
+            known = memo[at] = (key, LoraSite(
+                module=layout.module, region=layout.region, layer_type=layout.layer_type, adapters=layout.adapters,
+                active_adapters=active, merged=merged, disabled=disabled, scalings=scalings,
+                params=tuple(LoraParam(qualified, adapter, role, *values)
+                             for (qualified, adapter, role, _), values in zip(layout.params, state, strict=True)),
+                tuner=layout.tuner, shared=layout.shared))
+        sites.append(known[1])
     return tuple(sites)
 
 

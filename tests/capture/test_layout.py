@@ -66,6 +66,17 @@ def test_state_is_read_at_every_trace_even_with_a_kept_layout():
     assert (b.requires_grad, b.all_zero, site.disabled) == (False, False, True)
 
 
+def test_a_state_record_is_reused_only_while_the_layer_reads_the_same():
+    model = _lora()
+    first = discover(model).sites
+    assert discover(model).sites == first and all(a is b for a, b in zip(discover(model).sites, first, strict=True))
+    model.base_model.model.decoder.lora_A["default"].weight.requires_grad_(False)
+    model.base_model.model.encoder.scaling["default"] = 0.0
+    encoder, decoder = discover(model).sites
+    assert encoder is not first[0] and encoder.scalings == (("default", 0.0),)
+    assert decoder is not first[1] and not next(p for p in decoder.params if p.role == "lora_A").requires_grad
+
+
 def test_a_kept_layout_never_keeps_the_model_alive():
     model = _lora()
     discover(model)
