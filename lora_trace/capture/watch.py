@@ -95,19 +95,15 @@ class PathWatch(TorchFunctionMode):
         return _Paused(self._local)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        local = self._local
-        if getattr(local, "paused", False):
-            return func(*args, **kwargs)
+        # Called ~10,000 times a step: a set lookup decides; torch pops this mode while it runs, so nothing
+        # done here comes back to it (the pause is for our hooks, which run outside any torch function).
+        if getattr(self._local, "paused", False):
+            return func(*args, **kwargs) if kwargs else func(*args)
         grad_on = torch.is_grad_enabled()
-        if func in _WATCHED or not grad_on or self._before_write is not None:  # else: only the graph-end check
-            local.paused = True
-            try:
-                self._observe(func, args, kwargs)
-            finally:
-                local.paused = False
-        result = func(*args, **kwargs)
-        if (grad_on and isinstance(result, torch.Tensor) and not result.requires_grad and func not in _KNOWN
+        if not grad_on or func in _WATCHED or self._before_write is not None:  # else: only the graph-end check
+            self._observe(func, args, kwargs or {})
+        result = func(*args, **kwargs) if kwargs else func(*args)
+        if (grad_on and func not in _KNOWN and isinstance(result, torch.Tensor) and not result.requires_grad
                 and result.is_floating_point()):
             self._graph_end(func, args, result)
         return result
@@ -121,12 +117,7 @@ class PathWatch(TorchFunctionMode):
             return
         nodes = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.requires_grad and not a.is_leaf]
         if nodes:
-            self._local.paused = True
-            try:
-                self._add(CutKind.GRAPH_END, locate.call_site(1), f"{name or 'an op'} (its output has no graph)",
-                          nodes)
-            finally:
-                self._local.paused = False
+            self._add(CutKind.GRAPH_END, locate.call_site(1), f"{name or 'an op'} (its output has no graph)", nodes)
 
     def _observe(self, func: Any, args: tuple, kwargs: dict) -> None:
         if self._before_write is not None and args and writes(func):
