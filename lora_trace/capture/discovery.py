@@ -112,7 +112,8 @@ class Discovery:
     """Everything a tracer needs to know about the model before the step runs."""
 
     root: nn.Module
-    named: Named  # every (name, module), walked once
+    names: tuple[str, ...]  # every module's name, in named_modules() order
+    modules: list[nn.Module]  # the modules of `names`, same order
     lora: dict[str, nn.Module]
     sites: tuple[LoraSite, ...]
     regions: dict[str, nn.Module]
@@ -127,6 +128,12 @@ class Discovery:
     holders: tuple[tuple[str, nn.Module], ...] = ()  # modules that are or hold an adapter layer, model order
     every: tuple[nn.Parameter, ...] = ()  # every parameter of the model once
     configured: tuple[tuple[str, nn.Module], ...] = ()  # modules holding a `peft_config` (read again at exit)
+
+    @property
+    def named(self) -> Named:
+        """Every (name, module), paired on demand: only the deep mode and the tests ask (4,000 pairs on a
+        large model)."""
+        return list(zip(self.names, self.modules, strict=True))
 
     def lora_params(self) -> list[tuple[str, nn.Parameter]]:
         """(qualified name, parameter) of every LoRA parameter, in discovery order (listed once, at discovery:
@@ -242,7 +249,7 @@ def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, shape
     lora = {layout.names[at]: modules[at] for at in layout.lora}
     owned = tuple((qualified, params[at]) for site in layout.sites for qualified, _, _, at in site.params)
     _refuse_zero3(owned)
-    return Discovery(root, list(zip(layout.names, modules, strict=True)), lora,
+    return Discovery(root, layout.names, modules, lora,
                      read_sites(layout.sites, list(lora.values()), params, memo),
                      {name: modules[at] for name, at in layout.regions}, {id(p): name for name, p in owned},
                      {prefix: modules[at] for prefix, at in layout.tuners}, layout.targets, layout.unsupported,

@@ -81,9 +81,10 @@ class StepHooks:
         keep(rec.found.root.register_forward_pre_hook(self._micro_step_hook))
         if rec.optimizer is not None and self._optimizer_hooks:
             self.watch_optimizer(rec.optimizer)
+        grad_hook = self._grad_hook  # one bound method for all
         for name, param in rec.found.lora_params():
             if param.requires_grad:
-                keep(param.register_post_accumulate_grad_hook(self._grad_hook(name)))
+                keep(param.register_post_accumulate_grad_hook(grad_hook))
                 keep(param.register_hook(self._incoming_hook(name, param)))
         if rec.deep:
             self._watch_adaptable()
@@ -271,25 +272,24 @@ class StepHooks:
     def _backward_hook(self, grad_outputs: Any) -> None:
         self.rec.backward_seen = True
 
-    def _grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
-        def hook(param: torch.Tensor) -> None:
-            grad = param.grad
-            shard = grad is not None and hasattr(grad, "to_local")
-            if shard:
-                grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
-            norm = None
-            if grad is not None:
-                with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
-                    norm = grad_norm(grad)
-            counter = self.rec.grads.setdefault(name, GradCounter())
-            counter.count += 1
-            counter.norm = norm
-            counter.shard = shard
-            if self.rec.micro_steps:
-                self.rec.micro_steps[-1][1][name] = None
-            self.rec.backward_seen = True
-
-        return hook
+    def _grad_hook(self, param: torch.Tensor) -> None:
+        """One method for every parameter (its name looked up): no closure per parameter."""
+        name = self.rec.found.param_names[id(param)]
+        grad = param.grad
+        shard = grad is not None and hasattr(grad, "to_local")
+        if shard:
+            grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
+        norm = None
+        if grad is not None:
+            with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
+                norm = grad_norm(grad)
+        counter = self.rec.grads.setdefault(name, GradCounter())
+        counter.count += 1
+        counter.norm = norm
+        counter.shard = shard
+        if self.rec.micro_steps:
+            self.rec.micro_steps[-1][1][name] = None
+        self.rec.backward_seen = True
 
     def _incoming_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
         """A gradient computed for the parameter: by backward() or by torch.autograd.grad(), which fills no
