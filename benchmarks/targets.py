@@ -133,10 +133,11 @@ def _memory_target(results: dict[str, Any], variant: str, title: str) -> Target:
 
 def evaluate(results: dict[str, Any]) -> list[Target]:
     targets = [
-        _overhead_target(results, "medium", "lora_trace", 1.10, "default trace on \"medium\""),
-        _overhead_target(results, "narrow-32", "lora_trace", 1.20, "default trace on the 320-LoRA model"),
+        # the goals of issue 16 ("cheap enough to leave on"); deep on "medium" keeps the first version's
+        _overhead_target(results, "medium", "lora_trace", 1.03, "default trace on \"medium\""),
+        _overhead_target(results, "narrow-32", "lora_trace", 1.10, "default trace on the 320-LoRA model"),
         _overhead_target(results, "medium", "lora_trace-deep", 1.50, "deep trace on \"medium\""),
-        _overhead_target(results, "narrow-32", "lora_trace-deep", 1.50, "deep trace on the 320-LoRA model"),
+        _overhead_target(results, "narrow-32", "lora_trace-deep", 1.35, "deep trace on the 320-LoRA model"),
     ]
     watch = results.get("watch", {}).get("narrow-32")
     goal = "<= 1.02x a plain training step"
@@ -212,7 +213,7 @@ def _cli_target(results: dict[str, Any]) -> Target:
 
 
 def _linear_target(results: dict[str, Any]) -> Target:
-    goal = "added ms per LoRA module at the largest count <= 1.5x that at 320"
+    goal = "added ms per LoRA module at the largest count <= 1.2x that at 320"
     counts = [c for c in results.get("lora_counts", []) if "added_per_lora_ms" in c]
     if len(counts) < 2:
         return _missing("linear growth of diagnose()", goal)
@@ -222,7 +223,7 @@ def _linear_target(results: dict[str, Any]) -> Target:
     growth = largest["added_per_lora_ms"] / max(reference["added_per_lora_ms"], 1e-9)
     target = Target("linear growth of diagnose()", goal.replace("320", str(reference["lora_modules"])),
                     f"{growth:.2f}x ({reference['added_per_lora_ms']:.2f} ms at {reference['lora_modules']}, "
-                    f"{largest['added_per_lora_ms']:.2f} ms at {largest['lora_modules']})", _status(growth <= 1.5))
+                    f"{largest['added_per_lora_ms']:.2f} ms at {largest['lora_modules']})", _status(growth <= 1.2))
     if target.failed and largest.get("profile"):
         profile = largest["profile"]
         target.why = [f"cProfile of one diagnose() at {largest['lora_modules']} LoRA modules "
