@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd.graph import _get_grad_fn_or_grad_acc
 from torch.utils.hooks import RemovableHandle
 
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
@@ -43,11 +42,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def will_accumulate(param: torch.Tensor) -> bool:
     """Whether the backward running now writes `param`'s gradient into .grad. The engine refuses to answer
-    for a leaf that torch.autograd.grad() captures: that refusal is the answer "no"."""
+    for a leaf that torch.autograd.grad() captures: that refusal is the answer "no". A torch that cannot be
+    asked gets "no" too: the norm is then taken in the hook, which is right either way (one op more)."""
     try:
+        from torch.autograd.graph import _get_grad_fn_or_grad_acc
+
         return bool(torch._C._will_engine_execute_node(_get_grad_fn_or_grad_acc(param)))
-    except RuntimeError:
+    except (RuntimeError, AttributeError, ImportError):
         return False
+
+
+_GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", None)  # which backward pass is running
 
 
 class StepHooks:
@@ -311,7 +316,9 @@ class StepHooks:
     def _accumulates(self, param: nn.Parameter) -> bool:
         """Whether the running backward accumulates into .grad (backward()) or only returns gradients
         (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine."""
-        task = torch._C._current_graph_task_id()
+        if _GRAPH_TASK is None:
+            return will_accumulate(param)
+        task = _GRAPH_TASK()
         if task not in self._accumulating:
             self._accumulating = {task: will_accumulate(param)}
         return self._accumulating[task]

@@ -1,0 +1,44 @@
+"""The step hooks: whether a backward fills .grad is asked of the autograd engine, once per backward."""
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+import lora_trace
+from lora_trace.capture import hooks
+from lora_trace.capture.hooks import will_accumulate
+
+from .conftest import TwoLayers
+
+
+def _answers(run):
+    param = torch.nn.Parameter(torch.ones(3))
+    seen = []
+    handle = param.register_hook(lambda grad: seen.append(will_accumulate(param)))
+    run(param)
+    handle.remove()
+    return seen, param.grad
+
+
+def test_backward_accumulates_and_autograd_grad_does_not():
+    seen, grad = _answers(lambda p: (p * 2).sum().backward())
+    assert seen == [True] and grad is not None
+    seen, grad = _answers(lambda p: torch.autograd.grad((p * 2).sum(), [p]))
+    assert seen == [False] and grad is None
+
+
+def test_a_torch_that_cannot_be_asked_still_gets_every_norm(monkeypatch):
+    """Without the engine's answer the norm is taken in the hook: the same numbers, one op more."""
+    torch.manual_seed(0)
+    model = get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder", "decoder"], init_lora_weights=False))
+    x = torch.randn(4, 8)
+
+    def norms():
+        model.zero_grad(set_to_none=True)
+        with lora_trace.trace(model) as tracer:
+            model(x).backward()
+        return {a.param: a.norm for a in tracer.trace.arrivals}
+
+    asked = norms()
+    monkeypatch.setattr(hooks, "_GRAPH_TASK", None)
+    monkeypatch.delattr(torch._C, "_will_engine_execute_node")
+    assert norms() == asked and all(asked.values())
