@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 from ..core.errors import InvalidModelError
 from ..core.records import LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
-from .layout import Layout, Shape, keep_layout, kept_layout, shape_of, walk
+from .layout import Layout, Shape, keep_layout, kept_layout, walk
 from .peft import (
     Named,
     adapter_parameter_ids,
@@ -162,34 +164,38 @@ def discover(model: object) -> Discovery:
     """What a trace needs to know about the model now. Its structure is worked out once and kept (layout.py)
     while the model keeps it; adapter state, requires_grad and values are read every time."""
     root = unwrap(model)
-    modules, tree = walk(root)
-    own_lists = _own_listing(modules)
+    shape = walk(root)
+    own_lists = _own_listing(shape.types)
     if not own_lists:
-        kept = kept_layout(root, shape := shape_of(modules, tree))
+        kept = kept_layout(root, shape)
         if kept is not None:
-            return _resolve(root, *kept, shape)
+            layout, memo = kept
+            return _resolve(root, layout, memo, list(map(shape.modules.__getitem__, layout.order)), shape.params)
     named = named_modules(root)
-    listed = [module for _, module in named]
-    shape = shape_of(listed, tree)  # read after named_modules(), which may re-register parameters (see below)
+    if own_lists:
+        shape = walk(root)  # named_modules() re-registered parameters (see below): read them as they are now
     layout, unregistered = _work_out(named, shape)
-    memo = keep_layout(root, shape, layout) if not own_lists and listed == modules and not unregistered else None
-    return _resolve(root, layout, memo, shape, unregistered)
+    whole = len(layout.order) == len(shape.modules) == len(named)  # named_modules() lists what the walk lists
+    memo = keep_layout(root, shape, layout) if whole and not own_lists and not unregistered else None
+    return _resolve(root, layout, memo, [module for _, module in named], shape.params + unregistered)
 
 
-def _own_listing(modules: list[nn.Module]) -> bool:
+def _own_listing(types: list[type]) -> bool:
     """Whether some module overrides named_modules(): PEFT's MultiheadAttention layer re-registers its base
     weights there, so its model must be listed by named_modules() at every trace, and no layout is kept."""
-    return any(cls.named_modules is not nn.Module.named_modules for cls in set(map(type, modules)))
+    return any(cls.named_modules is not nn.Module.named_modules for cls in set(types))
 
 
 def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
     """The layout of a model from its module list, and the adapter parameters no module registers (held in a
     plain dict): they get positions past the model's list, and a layout holding them is never kept."""
-    module_at = {id(module): at for at, module in enumerate(shape.modules)}
+    module_at = {id(module): at for at, (_, module) in enumerate(named)}
+    walked_at = {id(module): at for at, module in enumerate(shape.modules)}
+    order = array("Q", [walked_at[id(module)] for _, module in named if id(module) in walked_at])
     position: dict[int, int] = {}
     for at, param in enumerate(shape.params):
-        position.setdefault(id(param), at)
-    unique = tuple(sorted(position.values()))  # each registered parameter's first slot, in model order
+        if param is not None:
+            position.setdefault(id(param), at)
     unregistered: list[nn.Parameter] = []
 
     def position_of(param: nn.Parameter) -> int:
@@ -216,9 +222,27 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
                    base_candidates(tuners, below, adapter_parameter_ids(adapters))),
         enclosing=_enclosing(named, lora, module_at),
         holders=tuple(at for at, (name, _) in enumerate(named) if name in holders),
-        unique=unique,
+        unique=_in_model_order(shape, order),
+        configured=tuple(module_at[id(shape.modules[at])] for at, _ in shape.configs
+                         if id(shape.modules[at]) in module_at),
+        order=order,
     )
     return layout, unregistered
+
+
+def _in_model_order(shape: Shape, order: array) -> tuple[int, ...]:
+    """Each registered parameter's first slot, module by module in named_modules() order, as
+    named_parameters() lists them (the walk reads them breadth first)."""
+    starts = [0, *accumulate(shape.slots[1])]
+    seen: set[int] = set()
+    unique = []
+    for walked in order:
+        for at in range(starts[walked], starts[walked + 1]):
+            param = shape.params[at]
+            if param is not None and id(param) not in seen:
+                seen.add(id(param))
+                unique.append(at)
+    return tuple(unique)
 
 
 def parents(name: str) -> list[str]:
@@ -240,12 +264,11 @@ def _enclosing(named: Named, lora: dict[str, nn.Module], module_at: dict[int, in
                  and type(modules[name]).forward is not nn.Module.forward)
 
 
-def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, shape: Shape,
-             unregistered: list[nn.Parameter] | None = None) -> Discovery:
-    """The Discovery of this trace: the layout's positions read in the model's lists, the state read now
-    (`memo`: the state records of the last trace of a kept layout)."""
-    modules = shape.modules
-    params = shape.params + list(unregistered) if unregistered else shape.params
+def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, modules: list[nn.Module],
+             params: list[nn.Parameter | None]) -> Discovery:
+    """The Discovery of this trace: the layout's positions read in the model's lists (`modules` in
+    named_modules() order, `params` the walk's slots), the state read now (`memo`: the state records of the
+    last trace of a kept layout)."""
     lora = {layout.names[at]: modules[at] for at in layout.lora}
     owned = tuple((qualified, params[at]) for site in layout.sites for qualified, _, _, at in site.params)
     _refuse_zero3(owned)
@@ -257,4 +280,4 @@ def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, shape
                      tuple((layout.names[at], modules[at]) for at in layout.enclosing),
                      tuple((layout.names[at], modules[at]) for at in layout.holders),
                      tuple(params[at] for at in layout.unique),
-                     tuple((layout.names[at], modules[at]) for at, _ in shape.configs))
+                     tuple((layout.names[at], modules[at]) for at in layout.configured))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import weakref
 from array import array
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from torch import nn
@@ -21,63 +23,72 @@ from torch import nn
 from ..core.records import TargetEntry
 from .peft import SiteLayout, config_on_class
 
+_MODULES, _PARAMETERS, _DICT = attrgetter("_modules"), attrgetter("_parameters"), attrgetter("__dict__")
+
 
 @dataclass(frozen=True)
 class Shape:
     """The model as it is now, from a walk that builds no names: enough to tell whether a layout holds."""
 
-    modules: list[nn.Module]  # in named_modules() order
-    tree: tuple[list[str], array]  # per module: its children's names; its child count and the children's ids
-    params: list[nn.Parameter]  # every registered parameter slot, module by module (a tied one at each slot)
-    slots: list[Any]  # per module: its parameters' names and their count
+    modules: list[nn.Module]  # breadth first, each once (named_modules() lists the same ones, depth first)
+    types: list[type]  # each module's class
+    tree: tuple[list[str], array, array]  # every child's name; each module's child count; the children's ids
+    params: list[nn.Parameter | None]  # every parameter slot, module by module (None: an empty slot)
+    slots: tuple[list[str], array]  # every slot's name; each module's slot count
     configs: tuple[tuple[int, tuple[tuple[str, str], ...]], ...]  # (module position, (adapter, repr(config)))
 
 
-def walk(root: nn.Module) -> tuple[list[nn.Module], tuple[list[str], array]]:
-    """The modules in named_modules() order (pre-order, each once) and the tree itself (which module holds
-    which child under which name), without joining a name (joining them is most of named_modules()' cost)."""
+def walk(root: nn.Module) -> Shape:
+    """The model's shape, level by level: each level is read by a few maps that run in C, since a Python loop
+    per module was most of the cost of a trace on a model of thousands of modules. A module held twice (shared,
+    or a cycle back to an ancestor) is listed once, as named_modules() lists it."""
     modules: list[nn.Module] = []
-    keys: list[str] = []
-    ids = array("Q")
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        modules.append(module)
-        children = module._modules
-        ids.append(len(children))
-        if children:
-            keys.extend(children)
-            ids.extend(map(id, children.values()))  # None children too: id(None)
-            stack.extend([child for child in reversed(children.values()) if child is not None])
-    return modules, (keys, ids)
+    names: list[str] = []
+    counts, ids, slot_counts = array("Q"), array("Q"), array("Q")
+    params: list[nn.Parameter | None] = []
+    slot_names: list[str] = []
+    seen = {id(root)}
+    level = [root]
+    while level:
+        modules += level
+        held = list(map(_MODULES, level))
+        counts.extend(map(len, held))
+        names += chain.from_iterable(held)
+        children = list(chain.from_iterable(map(dict.values, held)))
+        ids.extend(map(id, children))  # None children too: id(None)
+        own = list(map(_PARAMETERS, level))
+        slot_counts.extend(map(len, own))
+        slot_names += chain.from_iterable(own)
+        params += chain.from_iterable(map(dict.values, own))
+        level = [child for child in children if child is not None]
+        keys = set(map(id, level))
+        if len(keys) < len(level) or not seen.isdisjoint(keys):  # a module held twice: list it once
+            fresh = {id(child): child for child in level}
+            level = [child for key, child in fresh.items() if key not in seen]
+            keys = set(fresh) - seen
+        seen |= keys
+    types = list(map(type, modules))
+    return Shape(modules, types, (names, counts, ids), params, (slot_names, slot_counts), _configs(modules, types))
 
 
-def shape_of(modules: list[nn.Module], tree: tuple[list[str], array]) -> Shape:
-    params: list[nn.Parameter] = []
-    slots: list[Any] = []
-    configs = []
-    for at, module in enumerate(modules):
-        own = module._parameters
-        count = len(params)
-        for key, param in own.items():
-            if param is not None:
-                params.append(param)
-                slots.append(key)
-        slots.append(len(params) - count)
-        if "peft_config" in module.__dict__ or config_on_class(type(module)):
-            config = getattr(module, "peft_config", None)
-            if isinstance(config, dict):
-                configs.append((at, tuple((str(adapter), repr(c)) for adapter, c in config.items())))
-    return Shape(modules, tree, params, slots, tuple(configs))
+def _configs(modules: list[nn.Module], types: list[type]) -> tuple[tuple[int, tuple[tuple[str, str], ...]], ...]:
+    """Each module holding PEFT configs and their text (an edited config changes the layout)."""
+    on_class = {cls for cls in set(types) if config_on_class(cls)}
+    holders = [at for at, own in enumerate(map(_DICT, modules)) if "peft_config" in own]
+    if on_class:
+        holders = sorted(set(holders) | {at for at, cls in enumerate(types) if cls in on_class})
+    found = []
+    for at in holders:
+        config = getattr(modules[at], "peft_config", None)
+        if isinstance(config, dict):
+            found.append((at, tuple((str(adapter), repr(c)) for adapter, c in config.items())))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Discovery's structural answers; modules and parameters as positions in the `Shape` they came from."""
+    """Discovery's structural answers: modules as positions in named_modules() order (`order` finds each in
+    the walk's list), parameters as positions in the walk's slots."""
 
     names: tuple[str, ...]  # clean name of each module
     lora: tuple[int, ...]  # adapter layers of the tuners lora-trace reasons about
@@ -89,7 +100,9 @@ class Layout:
     base: tuple[tuple[str, int], ...]  # (qualified name, position) of base parameters not to be left trainable
     enclosing: tuple[int, ...]  # modules with a forward of their own enclosing an adapter layer, by name
     holders: tuple[int, ...]  # modules that are or hold an adapter layer lora-trace reasons about, model order
-    unique: tuple[int, ...]  # the first slot of each parameter
+    unique: tuple[int, ...]  # the first slot of each parameter, in model order
+    configured: tuple[int, ...]  # modules holding PEFT configs
+    order: array  # where each module (in `names` order) sits in the walk's list
 
 
 @dataclass(frozen=True)
@@ -97,16 +110,16 @@ class _Kept:
     layout: Layout
     module_ids: array
     types: list[type]
-    tree: tuple[list[str], array]
+    tree: tuple[list[str], array, array]
     param_ids: array
-    slots: list[Any]
+    slots: tuple[list[str], array]
     configs: tuple[Any, ...]
     sites: dict[int, Any] = field(default_factory=dict)  # read_sites' memo: no tensor, no module
 
     def holds_for(self, shape: Shape) -> bool:
         return (array("Q", map(id, shape.modules)) == self.module_ids and shape.tree == self.tree
                 and shape.configs == self.configs and array("Q", map(id, shape.params)) == self.param_ids
-                and shape.slots == self.slots and list(map(type, shape.modules)) == self.types)
+                and shape.slots == self.slots and shape.types == self.types)
 
 
 _KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
@@ -120,8 +133,8 @@ def kept_layout(root: nn.Module, shape: Shape) -> tuple[Layout, dict[int, Any]] 
 
 
 def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> dict[int, Any]:
-    kept = _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), list(map(type, shape.modules)),
-                               shape.tree, array("Q", map(id, shape.params)), shape.slots, shape.configs)
+    kept = _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), shape.types, shape.tree,
+                               array("Q", map(id, shape.params)), shape.slots, shape.configs)
     return kept.sites
 
 

@@ -10,7 +10,7 @@ from peft import IA3Config, LoraConfig, get_peft_model
 from torch import nn
 
 from lora_trace.capture.discovery import discover
-from lora_trace.capture.layout import forget_layouts, kept_layout, shape_of, walk
+from lora_trace.capture.layout import forget_layouts, kept_layout, walk
 from lora_trace.scenarios import contrastive_qwen2_audio
 from lora_trace.scenarios.tuners import tuner_model, tuner_names
 
@@ -23,7 +23,7 @@ def _lora(**config):
 
 
 def _kept(model):
-    return kept_layout(model, shape_of(*walk(model)))
+    return kept_layout(model, walk(model))
 
 
 def _answer(found):
@@ -50,6 +50,9 @@ def test_a_kept_layout_gives_the_answer_of_a_fresh_discovery(model):
     fresh = _answer(discover(model))
     assert _kept(model) is not None
     assert _answer(discover(model)) == fresh
+    found = discover(model)  # the walk reads breadth first; what discovery gives is in the model's own order
+    assert _by_id(found.named) == _by_id(model.named_modules())
+    assert [id(p) for p in found.every] == [id(p) for p in model.parameters()]
 
 
 def test_state_is_read_at_every_trace_even_with_a_kept_layout():
@@ -198,8 +201,8 @@ def test_the_walk_lists_what_named_modules_lists():
     root.register_module("empty", None)
     root.b.add_module("back", root)
     root.c = nn.ModuleList([nn.Identity(), root.a])
-    modules, _ = walk(root)
-    assert modules == [module for _, module in root.named_modules()]
+    modules = walk(root).modules
+    assert sorted(map(id, modules)) == sorted(id(module) for _, module in root.named_modules())
 
 
 def test_an_adapter_parameter_no_module_registers_is_traced_and_never_kept():
