@@ -14,6 +14,7 @@ from ..core.errors import InvalidModelError
 from ..core.records import LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
 from .layout import Layout, Shape, keep_layout, kept_layout, walk
+from .matching import candidate_modules
 from .peft import (
     Named,
     adapter_parameter_ids,
@@ -130,6 +131,7 @@ class Discovery:
     holders: tuple[tuple[str, nn.Module], ...] = ()  # modules that are or hold an adapter layer, model order
     every: tuple[nn.Parameter, ...] = ()  # every parameter of the model once
     configured: tuple[tuple[str, nn.Module], ...] = ()  # modules holding a `peft_config` (read again at exit)
+    adaptable: tuple[tuple[str, nn.Module], ...] = ()  # layers a tuner could adapt but does not
 
     @property
     def named(self) -> Named:
@@ -226,8 +228,15 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
         configured=tuple(module_at[id(shape.modules[at])] for at, _ in shape.configs
                          if id(shape.modules[at]) in module_at),
         order=order,
+        adaptable=tuple((f"{prefix}.{name}", module_at[id(module)]) for prefix in tuners
+                        for name, module in _adaptable(below[prefix]) if f"{prefix}.{name}" not in lora),
     )
     return layout, unregistered
+
+
+def _adaptable(below: Named) -> list[tuple[str, nn.Module]]:
+    modules = dict(below)
+    return [(name, modules[name]) for name in candidate_modules(below)]
 
 
 def _in_model_order(shape: Shape, order: array) -> tuple[int, ...]:
@@ -280,4 +289,5 @@ def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, modul
                      tuple((layout.names[at], modules[at]) for at in layout.enclosing),
                      tuple((layout.names[at], modules[at]) for at in layout.holders),
                      tuple(params[at] for at in layout.unique),
-                     tuple((layout.names[at], modules[at]) for at in layout.configured))
+                     tuple((layout.names[at], modules[at]) for at in layout.configured),
+                     tuple((name, modules[at]) for name, at in layout.adaptable))

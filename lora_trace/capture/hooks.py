@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
 from .losses import describe_loss, scalar_candidate
-from .peft import adapter_active, adapter_state, under
+from .peft import adapter_active, adapter_state
 from .recording import ChangeSeen, GradCounter, GradOffPlace, LossSeen, Recording, grad_norm
 from .regionflow import tensors_in
 from .watch import PathWatch
@@ -188,17 +188,9 @@ class StepHooks:
 
     # -- deep mode: which adaptable layers ran, so a target_modules fix can be checked --------------------
     def _watch_adaptable(self) -> None:
-        from .matching import candidate_modules
-
-        found = self.rec.found
         self.rec.adaptable_run = {}
-        for prefix in found.tuners:
-            pairs = under(found.named, prefix)
-            modules = dict(pairs)
-            for name in candidate_modules(pairs):
-                full = f"{prefix}.{name}"
-                if full not in found.lora:
-                    self._keep(modules[name].register_forward_hook(self._adaptable_hook(full)))
+        for name, module in self.rec.found.adaptable:
+            self._keep(module.register_forward_hook(self._adaptable_hook(name)))
 
     def _adaptable_hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:

@@ -102,6 +102,7 @@ class Layout:
     holders: tuple[int, ...]  # modules that are or hold an adapter layer lora-trace reasons about, model order
     unique: tuple[int, ...]  # the first slot of each parameter, in model order
     configured: tuple[int, ...]  # modules holding PEFT configs
+    adaptable: tuple[tuple[str, int], ...]  # layers a tuner could adapt but does not (deep mode watches them)
     order: array  # where each module (in `names` order) sits in the walk's list
 
 

@@ -31,7 +31,7 @@ def _answer(found):
     return (found.root, _by_id(found.named), _by_id(found.lora.items()), found.sites, _by_id(found.regions.items()),
             found.param_names, _by_id(found.tuners.items()), found.targets, found.unsupported, found.trainable_base,
             _by_id(found.params), _by_id(found.enclosing), _by_id(found.holders), [id(p) for p in found.every],
-            _by_id(found.configured))
+            _by_id(found.configured), _by_id(found.adaptable))
 
 
 def _by_id(pairs):
