@@ -113,8 +113,8 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
 
 def _computed_only(rec: Recording) -> dict[str, GradCounter]:
     """Gradients computed for LoRA parameters but never accumulated (torch.autograd.grad users): their
-    norms were taken as they arrived."""
-    return {name: seen for name, seen in rec.incoming.items() if name not in rec.grads and seen.norm is not None}
+    norms were taken as they arrived (None where none could be: the arrival still counts)."""
+    return {name: seen for name, seen in rec.incoming.items() if name not in rec.grads}
 
 
 def _changes(rec: Recording) -> tuple[StateChange, ...]:

@@ -167,25 +167,26 @@ def discover(model: object) -> Discovery:
     while the model keeps it; adapter state, requires_grad and values are read every time."""
     root = unwrap(model)
     shape = walk(root)
-    own_lists = _own_listing(shape.types)
+    own_lists = _own_listing(shape)
     if not own_lists:
         kept = kept_layout(root, shape)
         if kept is not None:
             layout, memo = kept
             return _resolve(root, layout, memo, list(map(shape.modules.__getitem__, layout.order)), shape.params)
     named = named_modules(root)
-    if own_lists:
-        shape = walk(root)  # named_modules() re-registered parameters (see below): read them as they are now
+    shape = walk(root)  # after named_modules(), which may re-register parameters (see below)
     layout, unregistered = _work_out(named, shape)
     whole = len(layout.order) == len(shape.modules) == len(named)  # named_modules() lists what the walk lists
     memo = keep_layout(root, shape, layout) if whole and not own_lists and not unregistered else None
     return _resolve(root, layout, memo, [module for _, module in named], shape.params + unregistered)
 
 
-def _own_listing(types: list[type]) -> bool:
-    """Whether some module overrides named_modules(): PEFT's MultiheadAttention layer re-registers its base
-    weights there, so its model must be listed by named_modules() at every trace, and no layout is kept."""
-    return any(cls.named_modules is not nn.Module.named_modules for cls in set(types))
+def _own_listing(shape: Shape) -> bool:
+    """Whether some module overrides named_modules() (its class, or the instance itself): PEFT's
+    MultiheadAttention layer re-registers its base weights there, so its model must be listed by
+    named_modules() at every trace, and no layout is kept."""
+    return (any(cls.named_modules is not nn.Module.named_modules for cls in set(shape.types))
+            or any("named_modules" in own for own in map(vars, shape.modules)))
 
 
 def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
@@ -225,8 +226,8 @@ def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:
         enclosing=_enclosing(named, lora, module_at),
         holders=tuple(at for at, (name, _) in enumerate(named) if name in holders),
         unique=_in_model_order(shape, order),
-        configured=tuple(module_at[id(shape.modules[at])] for at, _ in shape.configs
-                         if id(shape.modules[at]) in module_at),
+        configured=tuple(sorted(module_at[id(shape.modules[at])] for at, _ in shape.configs
+                                if id(shape.modules[at]) in module_at)),  # in model order
         order=order,
         adaptable=tuple((f"{prefix}.{name}", module_at[id(module)]) for prefix in tuners
                         for name, module in _adaptable(below[prefix]) if f"{prefix}.{name}" not in lora),

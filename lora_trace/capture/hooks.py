@@ -48,7 +48,7 @@ def will_accumulate(param: torch.Tensor) -> bool:
         from torch.autograd.graph import _get_grad_fn_or_grad_acc
 
         return bool(torch._C._will_engine_execute_node(_get_grad_fn_or_grad_acc(param)))
-    except (RuntimeError, AttributeError, ImportError):
+    except Exception:  # noqa: BLE001 - also a parameter frozen mid-backward (AssertionError): never the user's
         return False
 
 
@@ -297,23 +297,31 @@ class StepHooks:
             counter = self.rec.incoming.setdefault(name, GradCounter())
             counter.count += 1
             if not self._accumulates(param):
-                local = grad.to_local() if hasattr(grad, "to_local") else grad
-                with self.paused(), torch.no_grad():
-                    counter.norm = grad_norm(local.detach())
-                counter.shard = local is not grad
+                counter.norm, counter.shard = self._arrived_norm(grad)
             self.rec.backward_seen = True
 
         return hook
+
+    def _arrived_norm(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+        """The norm of a gradient torch.autograd.grad() computed, taken as it arrives (later in-place changes
+        by the user are not the step's gradient); None where it cannot be taken (a vmap-batched gradient of
+        is_grads_batched=True): a hook never raises into the user's backward."""
+        try:
+            local = grad.to_local() if hasattr(grad, "to_local") else grad
+            with self.paused(), torch.no_grad():
+                return grad_norm(local.detach()), local is not grad
+        except Exception:  # noqa: BLE001
+            return None, False
 
     def _accumulates(self, param: nn.Parameter) -> bool:
         """Whether the running backward accumulates into .grad (backward()) or only returns gradients
         (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine."""
         if _GRAPH_TASK is None:
             return will_accumulate(param)
-        task = _GRAPH_TASK()
-        if task not in self._accumulating:
-            self._accumulating = {task: will_accumulate(param)}
-        return self._accumulating[task]
+        task, known = _GRAPH_TASK(), self._accumulating
+        if task not in known:
+            known = self._accumulating = {task: will_accumulate(param)}
+        return known[task]
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
         """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""

@@ -42,3 +42,31 @@ def test_a_torch_that_cannot_be_asked_still_gets_every_norm(monkeypatch):
     monkeypatch.setattr(hooks, "_GRAPH_TASK", None)
     monkeypatch.delattr(torch._C, "_will_engine_execute_node")
     assert norms() == asked and all(asked.values())
+
+
+def _lora_model():
+    torch.manual_seed(0)
+    return get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder", "decoder"], init_lora_weights=False))
+
+
+def test_a_parameter_frozen_during_backward_never_breaks_the_users_backward():
+    """Freezing a factor before its gradient arrives: the engine cannot be asked about it; the tracer says
+    'no' and takes the norm itself instead of raising inside the user's backward."""
+    model = _lora_model()
+    decoder = model.base_model.model.decoder
+    with lora_trace.trace(model) as tracer:
+        loss = model(torch.randn(4, 8))
+        loss.grad_fn.register_prehook(lambda grad: [p.requires_grad_(False) for p in decoder.lora_B.parameters()]
+                                      and None)
+        loss.backward()
+    assert len(tracer.trace.arrivals) == 4
+
+
+def test_a_batched_autograd_grad_counts_its_arrivals_with_unknown_norms():
+    """is_grads_batched=True: a norm of a vmap-batched gradient cannot be taken in the hook; the arrival counts."""
+    model = _lora_model()
+    params = [p for name, p in model.named_parameters() if "lora_" in name]
+    with lora_trace.trace(model) as tracer:
+        out = model.base_model.model.decoder(model.base_model.model.encoder(torch.randn(3, 8))).sum(0)
+        torch.autograd.grad(out, params, grad_outputs=torch.eye(8), is_grads_batched=True)
+    assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4

@@ -217,3 +217,28 @@ def test_an_adapter_parameter_no_module_registers_is_traced_and_never_kept():
         assert _kept(model) is None
     finally:
         type(layer).adapter_layer_names = type(layer).adapter_layer_names[:-1]
+
+
+def test_configs_are_listed_in_the_models_order_though_the_walk_is_breadth_first():
+    torch.manual_seed(0)
+    root = nn.Module()
+    root.a = nn.Sequential(nn.Sequential(get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder"]))))
+    root.b = get_peft_model(TwoLayers(), LoraConfig(r=4, target_modules=["decoder"]))
+    order = [name for name, _ in root.named_modules()]
+    for _ in range(2):  # fresh, then kept
+        names = [name for name, _ in discover(root).configured]
+        assert names == sorted(names, key=order.index) and names[0] == "a.0.0" and "b" in names
+
+
+def test_an_instance_listing_its_own_modules_is_never_kept():
+    model = _lora()
+    head = model.base_model.model.head
+
+    def named_modules(self, *args, **kwargs):
+        head.weight = nn.Parameter(head.weight.detach().clone())  # re-registers, as PEFT's MHA layer does
+        return nn.Module.named_modules(self, *args, **kwargs)
+
+    model.named_modules = named_modules.__get__(model)
+    for _ in range(2):
+        assert any(p is head.weight for p in discover(model).every)
+        assert _kept(model) is None
