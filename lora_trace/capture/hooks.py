@@ -278,8 +278,11 @@ class StepHooks:
             grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
         norm = None
         if grad is not None:
-            with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
-                norm = grad_norm(grad)
+            try:
+                with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
+                    norm = grad_norm(grad)
+            except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown; a hook
+                pass  # never raises into the user's backward
         counter = self.rec.grads.setdefault(name, GradCounter())
         counter.count += 1
         counter.norm = norm

@@ -70,3 +70,17 @@ def test_a_batched_autograd_grad_counts_its_arrivals_with_unknown_norms():
         out = model.base_model.model.decoder(model.base_model.model.encoder(torch.randn(3, 8))).sum(0)
         torch.autograd.grad(out, params, grad_outputs=torch.eye(8), is_grads_batched=True)
     assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4
+
+
+def test_a_gradient_whose_norm_cannot_be_taken_still_arrives_and_backward_goes_on(monkeypatch):
+    """A layout the norm does not take (sparse, a tensor subclass): the arrival counts, its norm is unknown."""
+    model = _lora_model()
+
+    def refuse(grad):
+        raise NotImplementedError("no norm for this layout")
+
+    monkeypatch.setattr(hooks, "grad_norm", refuse)
+    with lora_trace.trace(model) as tracer:
+        model(torch.randn(4, 8)).backward()
+    assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4
+    assert all(p.grad is not None for name, p in model.named_parameters() if "lora_" in name)
