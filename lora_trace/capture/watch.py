@@ -100,7 +100,12 @@ class PathWatch(TorchFunctionMode):
         if getattr(self._local, "paused", False):
             return func(*args, **kwargs) if kwargs else func(*args)
         grad_on = torch.is_grad_enabled()
-        if not grad_on or func in _WATCHED or self._before_write is not None:  # else: only the graph-end check
+        if grad_on and func in _WEIGHT_USERS and self._before_write is None:  # every linear: the common case
+            weights = self._base_weights
+            for arg in args:
+                if id(arg) in weights:
+                    self._weight_use(func, weights[id(arg)])
+        elif not grad_on or func in _WATCHED or self._before_write is not None:  # else: only the graph-end check
             self._observe(func, args, kwargs or {})
         result = func(*args, **kwargs) if kwargs else func(*args)
         if (grad_on and func not in _KNOWN and isinstance(result, torch.Tensor) and not result.requires_grad
@@ -146,17 +151,21 @@ class PathWatch(TorchFunctionMode):
             return
         if func in _WEIGHT_USERS:
             for arg in args:
-                name = self._base_weights.get(id(arg)) if isinstance(arg, torch.nn.Parameter) else None
-                if name is not None and not self._inside_wrapper(name):
-                    candidate = self._add(CutKind.DIRECT_WEIGHT, locate.call_site(1),
-                                          f"{getattr(func, '__name__', 'op')} on {name}.weight", [])
-                    candidate.modules.add(name)
+                if id(arg) in self._base_weights:
+                    self._weight_use(func, self._base_weights[id(arg)])
         if not torch.is_grad_enabled():
             grad_inputs = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
             if grad_inputs and not self._in_checkpoint_forward():
                 site = locate.grad_off_site(1)
                 kind = CutKind.INFERENCE_MODE if torch.is_inference_mode_enabled() else CutKind.NO_GRAD
                 self._add(kind, site, "an op on a tensor that requires grad, run with grad disabled", grad_inputs)
+
+    def _weight_use(self, func: Any, name: str) -> None:
+        """A LoRA layer's base weight used by an op: a bypass of the adapter unless its wrapper is running."""
+        if not self._inside_wrapper(name):
+            candidate = self._add(CutKind.DIRECT_WEIGHT, locate.call_site(2),
+                                  f"{getattr(func, '__name__', 'op')} on {name}.weight", [])
+            candidate.modules.add(name)
 
     def _add(self, kind: CutKind, site: locate.Site, detail: str, nodes: list[Any]) -> CutCandidate:
         key = (kind, site.location, detail)
