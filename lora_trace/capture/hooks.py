@@ -279,11 +279,12 @@ class StepHooks:
         norm = None
         if grad is not None:
             try:
-                with self.paused(), torch.no_grad():  # one op per gradient: the norm summed in float32 or wider
-                    norm = grad_norm(grad)
+                norm = self._quiet_norm(grad)
             except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown; a hook
                 pass  # never raises into the user's backward
-        counter = self.rec.grads.setdefault(name, GradCounter())
+        counter = self.rec.grads.get(name)
+        if counter is None:
+            counter = self.rec.grads[name] = GradCounter()
         counter.count += 1
         counter.norm = norm
         counter.shard = shard
@@ -305,14 +306,22 @@ class StepHooks:
 
         return hook
 
+    def _quiet_norm(self, grad: torch.Tensor) -> torch.Tensor:
+        """One op per gradient, the norm summed in float32 or wider, unseen by the deep mode's watch and outside
+        any graph (a backward with create_graph=True runs with grad on): both set only where needed."""
+        if self.watch is None and not torch.is_grad_enabled():
+            return grad_norm(grad)
+        with self.paused(), torch.no_grad():
+            return grad_norm(grad)
+
     def _arrived_norm(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
         """The norm of a gradient torch.autograd.grad() computed, taken as it arrives (later in-place changes
         by the user are not the step's gradient); None where it cannot be taken (a vmap-batched gradient of
         is_grads_batched=True): a hook never raises into the user's backward."""
         try:
             local = grad.to_local() if hasattr(grad, "to_local") else grad
-            with self.paused(), torch.no_grad():
-                return grad_norm(local.detach()), local is not grad
+            with self.paused():  # detach is what the watch looks for: ours is not the user's
+                return self._quiet_norm(local.detach()), local is not grad
         except Exception:  # noqa: BLE001
             return None, False
 
