@@ -17,6 +17,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from torch import nn
@@ -25,6 +26,9 @@ from ..core.errors import BadInputError, TraceStateError
 from .discovery import discover, unwrap_optimizer
 from .peft import adapter_flags
 from .tracer import Tracer
+
+_NOT_HELD = object()  # a parameter no optimizer group holds
+_REQUIRES_GRAD = attrgetter("requires_grad")
 
 
 @dataclass(frozen=True)
@@ -138,24 +142,32 @@ class Monitor:
         step = self.steps
         # No gradient since the last step: .grad is None (zero_grad(set_to_none=True) or never), or the same
         # tensor at the same version (nothing accumulated into it, nothing zeroed it in place).
-        starved = [name for (name, p), mark in zip(self._params, self._grads, strict=True)
-                   if p.requires_grad and (p.grad is None or (mark is not None and mark[0]() is p.grad
-                                                              and mark[1] == p.grad._version))]
+        held = {id(p): group.get("lr") for group in optimizer.param_groups for p in group["params"]}
+        starved, zero_lr, missing, some_lr = [], [], [], False
+        for (name, p), mark in zip(self._params, self._grads, strict=True):  # one pass: run every step
+            if not p.requires_grad:
+                continue
+            grad = p.grad
+            if grad is None or (mark is not None and mark[0]() is grad and mark[1] == grad._version):
+                starved.append(name)
+            lr = held.get(id(p), _NOT_HELD)
+            if lr is _NOT_HELD:
+                missing.append(name)
+            elif lr == 0:
+                zero_lr.append(name)
+            elif lr:
+                some_lr = True
         if starved:
             self._note(step, "no-grad", f"{len(starved)} trainable adapter parameters got no gradient",
                        self._modules(starved))
-        held = {id(p): group.get("lr") for group in optimizer.param_groups for p in group["params"]}
-        zero_lr = [name for name, p in self._params if p.requires_grad and held.get(id(p), None) == 0]
         # lr 0 at a warm-up's first step is normal: a symptom once the schedule was above 0 before, or stays
         # at 0 a second step
         self._zero_lr_steps = self._zero_lr_steps + 1 if zero_lr else 0
         if not zero_lr:
-            self._lr_was_positive = self._lr_was_positive or any(
-                held.get(id(p)) for _, p in self._params if p.requires_grad)
+            self._lr_was_positive = self._lr_was_positive or some_lr
         if zero_lr and (self._lr_was_positive or self._zero_lr_steps >= 2):
             self._note(step, "lr-zero", f"learning rate 0 for {len(zero_lr)} adapter parameters",
                        self._modules(zero_lr), once=True)
-        missing = [name for name, p in self._params if p.requires_grad and id(p) not in held]
         if missing:
             self._note(step, "not-in-optimizer", f"{len(missing)} trainable adapter parameters are not in the "
                        "optimizer", self._modules(missing), once=True)
@@ -193,7 +205,7 @@ class Monitor:
 
     def _states(self) -> dict[str, tuple[Any, ...]]:
         """Per adapter layer: its adapter flags and which of its parameters require grad (attribute reads)."""
-        return {name: (adapter_flags(layer), tuple(p.requires_grad for p in params))
+        return {name: (adapter_flags(layer), tuple(map(_REQUIRES_GRAD, params)))
                 for name, (layer, params) in self._layer_params.items()}
 
     def __str__(self) -> str:
