@@ -174,7 +174,8 @@ def discover(model: object) -> Discovery:
             layout, memo = kept
             return _resolve(root, layout, memo, list(map(shape.modules.__getitem__, layout.order)), shape.params)
     named = named_modules(root)
-    shape = walk(root)  # after named_modules(), which may re-register parameters (see below)
+    if own_lists:
+        shape = walk(root)  # named_modules() may have re-registered parameters (see below): read them again
     layout, unregistered = _work_out(named, shape)
     whole = len(layout.order) == len(shape.modules) == len(named)  # named_modules() lists what the walk lists
     memo = keep_layout(root, shape, layout) if whole and not own_lists and not unregistered else None
