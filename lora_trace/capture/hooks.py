@@ -271,15 +271,13 @@ class StepHooks:
 
     def _grad_hook(self, param: torch.Tensor) -> None:
         """One method for every parameter (its name looked up): no closure per parameter."""
-        name = self.rec.found.param_names[id(param)]
+        name = self.rec.found.param_names[id(param)]  # hooked only on these parameters
         grad = param.grad
         shard = grad is not None and hasattr(grad, "to_local")
-        if shard:
-            grad = grad.to_local()  # FSDP2 / DTensor: this rank's shard (a norm over all needs a collective)
         norm = None
         if grad is not None:
-            try:
-                norm = self._quiet_norm(grad)
+            try:  # FSDP2 / DTensor: the norm of this rank's shard (a norm over all needs a collective)
+                norm = self._quiet_norm(grad.to_local() if shard else grad)
             except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown; a hook
                 pass  # never raises into the user's backward
         counter = self.rec.grads.get(name)

@@ -103,7 +103,7 @@ class PathWatch(TorchFunctionMode):
         if grad_on and func in _WEIGHT_USERS and self._before_write is None:  # every linear: the common case
             weights = self._base_weights
             for arg in args:
-                if id(arg) in weights:
+                if id(arg) in weights and isinstance(arg, torch.nn.Parameter):  # an id alone may be reused
                     self._weight_use(func, weights[id(arg)])
         elif not grad_on or func in _WATCHED or self._before_write is not None:  # else: only the graph-end check
             self._observe(func, args, kwargs or {})
@@ -151,7 +151,7 @@ class PathWatch(TorchFunctionMode):
             return
         if func in _WEIGHT_USERS:
             for arg in args:
-                if id(arg) in self._base_weights:
+                if id(arg) in self._base_weights and isinstance(arg, torch.nn.Parameter):
                     self._weight_use(func, self._base_weights[id(arg)])
         if not torch.is_grad_enabled():
             grad_inputs = [a.grad_fn for a in args if isinstance(a, torch.Tensor) and a.grad_fn is not None]
