@@ -124,21 +124,13 @@ def _changes(rec: Recording) -> tuple[StateChange, ...]:
 
 
 def _norm_values(grads: dict[str, GradCounter], names: list[str]) -> dict[str, float | None]:
-    """Each norm as a number: one synchronisation per device, not one per parameter (a single stack when
-    every norm is on one device, as is usual)."""
+    """Each norm as a number (None where unknown: no norm, or meta): one synchronisation per device, not one
+    per parameter."""
     values: dict[str, float | None] = dict.fromkeys(names)
-    known = [name for name in names if grads[name].norm is not None]
-    norms = [grads[name].norm for name in known]
-    devices = {norms[0].device, norms[-1].device} if norms else set()
-    if len(devices) == 1 and "meta" not in {d.type for d in devices}:
-        try:
-            values.update(zip(known, map(float, torch.stack(norms).tolist()), strict=True))
-            return values
-        except (RuntimeError, NotImplementedError):  # on several devices after all
-            values = dict.fromkeys(names)
     by_device: dict[torch.device, list[str]] = {}
-    for name, norm in zip(known, norms, strict=True):
-        if norm.device.type != "meta":
+    for name in names:
+        norm = grads[name].norm
+        if norm is not None and norm.device.type != "meta":
             by_device.setdefault(norm.device, []).append(name)
     for group in by_device.values():
         values.update(zip(group, map(float, torch.stack([grads[n].norm for n in group]).tolist()), strict=True))
