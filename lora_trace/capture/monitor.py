@@ -17,7 +17,8 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from torch import nn
@@ -29,6 +30,8 @@ from .tracer import Tracer
 
 _NOT_HELD = object()  # a parameter no optimizer group holds
 _REQUIRES_GRAD = attrgetter("requires_grad")
+_GRAD = attrgetter("grad")
+_LAYER = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,17 @@ class Monitor:
     def __enter__(self) -> Monitor:
         found = discover(self._model)
         by_name = dict(found.lora_params())
-        self._layer_params = {site.module: (found.lora[site.module], [by_name[p.name] for p in site.params
-                                                                       if p.name in by_name])
-                              for site in found.sites}
+        self._layers = [(site.module, found.lora[site.module]) for site in found.sites]
+        spans, at = [], 0
+        for site in found.sites:  # each layer's parameters: a slice of the flat parameter list
+            count = sum(p.name in by_name for p in site.params)
+            spans.append((at, at + count))
+            at += count
+        self._spans = spans
         self._module_of = {p.name: site.module for site in found.sites for p in site.params}
-        self._params = [(name, p) for name, p in found.lora_params()]
+        self._names = [p.name for site in found.sites for p in site.params if p.name in by_name]
+        self._tensors = [by_name[name] for name in self._names]
+        self._ids = list(map(id, self._tensors))
         self._grads = self._grad_marks()
         try:
             self._handles.append(self._optimizer.register_step_pre_hook(self._before_step))
@@ -140,26 +149,25 @@ class Monitor:
 
     def _check(self, optimizer: Any) -> None:
         step = self.steps
+        tensors, names = self._tensors, self._names
+        trainable = list(map(_REQUIRES_GRAD, tensors))
         # No gradient since the last step: .grad is None (zero_grad(set_to_none=True) or never), or the same
         # tensor at the same version (nothing accumulated into it, nothing zeroed it in place).
-        held = {id(p): group.get("lr") for group in optimizer.param_groups for p in group["params"]}
-        starved, zero_lr, missing, some_lr = [], [], [], False
-        for (name, p), mark in zip(self._params, self._grads, strict=True):  # one pass: run every step
-            if not p.requires_grad:
-                continue
-            grad = p.grad
-            if grad is None or (mark is not None and mark[0]() is grad and mark[1] == grad._version):
-                starved.append(name)
-            lr = held.get(id(p), _NOT_HELD)
-            if lr is _NOT_HELD:
-                missing.append(name)
-            elif lr == 0:
-                zero_lr.append(name)
-            elif lr:
-                some_lr = True
+        starved = [i for i, (grad, mark) in enumerate(zip(map(_GRAD, tensors), self._grads, strict=True))
+                   if grad is None or (mark is not None and mark[0]() is grad and mark[1] == grad._version)]
+        held = {}  # each parameter's learning rate, looked up in C: this runs every step
+        for group in optimizer.param_groups:
+            held.update(zip(map(id, group["params"]), repeat(group.get("lr"))))
+        lrs = list(map(held.get, self._ids, repeat(_NOT_HELD)))
+        if not all(trainable):  # a frozen parameter is not judged
+            starved = [i for i in starved if trainable[i]]
+            lrs = [lr if on else None for lr, on in zip(lrs, trainable, strict=True)]
+        missing = [names[i] for i, lr in enumerate(lrs) if lr is _NOT_HELD]
+        zero_lr = [names[i] for i, lr in enumerate(lrs) if lr is not _NOT_HELD and lr is not None and lr == 0]
+        some_lr = any(lr is not _NOT_HELD and lr for lr in lrs)
         if starved:
             self._note(step, "no-grad", f"{len(starved)} trainable adapter parameters got no gradient",
-                       self._modules(starved))
+                       self._modules([names[i] for i in starved]))
         # lr 0 at a warm-up's first step is normal: a symptom once the schedule was above 0 before, or stays
         # at 0 a second step
         self._zero_lr_steps = self._zero_lr_steps + 1 if zero_lr else 0
@@ -171,11 +179,11 @@ class Monitor:
         if missing:
             self._note(step, "not-in-optimizer", f"{len(missing)} trainable adapter parameters are not in the "
                        "optimizer", self._modules(missing), once=True)
-        state = self._states()
-        changed = sorted(name for name, now in state.items() if self._state.get(name) != now)
-        if changed:
+        state = self._states(trainable)
+        if state != self._state:
+            changed = self._changed(self._state, state)
             self._note(step, "state-change", f"{len(changed)} adapter layers changed state (active, merged, "
-                       "disabled or requires_grad) since the last step", tuple(changed))
+                       "disabled or requires_grad) since the last step", changed)
         self._state = state
 
     # -- helpers ------------------------------------------------------------------------------------------
@@ -201,12 +209,19 @@ class Monitor:
     def _grad_marks(self) -> list[tuple[weakref.ref, int] | None]:
         """Each `.grad` as the step left it: a weak reference (an id could be reused by the next step's new
         tensor) and its version counter."""
-        return [None if p.grad is None else (weakref.ref(p.grad), p.grad._version) for _, p in self._params]
+        return [None if grad is None else (weakref.ref(grad), grad._version) for grad in map(_GRAD, self._tensors)]
 
-    def _states(self) -> dict[str, tuple[Any, ...]]:
-        """Per adapter layer: its adapter flags and which of its parameters require grad (attribute reads)."""
-        return {name: (adapter_flags(layer), tuple(map(_REQUIRES_GRAD, params)))
-                for name, (layer, params) in self._layer_params.items()}
+    def _states(self, trainable: list[bool] | None = None) -> tuple[list[tuple[Any, ...]], list[bool]]:
+        """Each adapter layer's flags (copies: PEFT edits its lists in place) and each parameter's
+        requires_grad, read as attributes: two lists the next step compares in C."""
+        flags = list(map(adapter_flags, map(_LAYER, self._layers)))
+        return flags, trainable if trainable is not None else list(map(_REQUIRES_GRAD, self._tensors))
+
+    def _changed(self, before: tuple[list[Any], list[bool]], now: tuple[list[Any], list[bool]]) -> tuple[str, ...]:
+        """The adapter layers whose flags or parameters' requires_grad differ between two `_states`."""
+        return tuple(sorted(name for (name, _), was, is_, (start, end) in
+                            zip(self._layers, before[0], now[0], self._spans, strict=True)
+                            if was != is_ or before[1][start:end] != now[1][start:end]))
 
     def __str__(self) -> str:
         lines = [f"lora-trace watch: {self.steps} steps, {len(self.symptoms)} symptoms, "

@@ -76,6 +76,16 @@ def test_an_adapter_frozen_mid_run_is_a_state_change_and_the_next_step_names_it(
     assert step == 5 and diagnosis.root_cause.code == "lora-frozen"
 
 
+def test_one_factor_frozen_names_exactly_its_layer():
+    model = _model()
+    optimizer = _optimizer(model)
+    target = "base_model.model.model.layers.0.self_attn.v_proj"
+    factor = model.get_submodule(target).lora_A["default"].weight
+    w = _train(model, optimizer, 4, lambda step: factor.requires_grad_(False) if step == 2 else None)
+    change = [s for s in w.symptoms if s.kind == "state-change"]
+    assert [(s.step, s.modules) for s in change] == [(2, (target,))]
+
+
 def test_an_adapter_switched_mid_run_is_a_state_change():
     from peft import LoraConfig
 
