@@ -9,6 +9,8 @@ from ..core.messages import listing, text
 from . import fold_findings
 from .facts import Facts
 
+_RANK = {Severity.ERROR.value: 0, Severity.WARNING.value: 1, Severity.INFO.value: 2}
+
 
 def judge_steps(diagnoses: list[Diagnosis]) -> Diagnosis:
     """The verdict on K traced steps: each step's findings once per code and location, the model's skips
@@ -19,8 +21,11 @@ def judge_steps(diagnoses: list[Diagnosis]) -> Diagnosis:
     findings: dict[tuple[str, str | None], Finding] = {}
     for diagnosis in diagnoses:
         for finding in diagnosis.findings:
-            if finding.code != Code.SKIPPED_BY_MODEL.value:
-                findings.setdefault((finding.code, finding.location), finding)
+            key = (finding.code, finding.location)
+            kept = findings.get(key)  # the first of the most severe: a warm-up's start is information, a
+            if finding.code != Code.SKIPPED_BY_MODEL.value and (  # later stall of the same code a warning
+                    kept is None or _RANK[finding.severity] < _RANK[kept.severity]):
+                findings[key] = finding
     findings.update({(f.code, "steps"): f for f in _skips_across(facts)})
     _schedule_across(diagnoses, findings)
     return Diagnosis(fold_findings(order_findings(list(findings.values()))), diagnoses[-1].trace,
@@ -34,12 +39,12 @@ def _schedule_across(diagnoses: list[Diagnosis], findings: dict[tuple[str, str |
     error."""
     key = (Code.NOT_UPDATED.value, None)
     warned = findings.get(key)
-    if warned is None or warned.severity != Severity.WARNING.value:
+    if warned is None or warned.severity == Severity.ERROR.value:
         return
     updated = [bool(d.trace.optimizer and d.trace.optimizer.updated) for d in diagnoses]
     stalled = [any(f.code == Code.NOT_UPDATED.value for f in d.findings) for d in diagnoses]
-    first_stall = stalled.index(True)
-    if any(updated[:first_stall]):
+    first_stall = next((i for i in range(len(diagnoses)) if stalled[i] and any(updated[:i])), None)
+    if first_stall is not None:  # a stall after an update (a warm-up's own start may come before both)
         last = next(i for i in range(first_stall - 1, -1, -1) if updated[i])
         findings[key] = make_finding(
             Code.NOT_UPDATED, Severity.ERROR, text("not-updated.decayed", updated=last, stalled=first_stall,
@@ -47,8 +52,7 @@ def _schedule_across(diagnoses: list[Diagnosis], findings: dict[tuple[str, str |
             text("not-updated.decayed.fix"), modules=warned.modules, regions=warned.regions,
             evidence={**warned.evidence, "last_updated_step": last, "first_stalled_step": first_stall})
         return
-    learning = next((i for i in range(first_stall, len(diagnoses)) if updated[i]), None)
-    if learning is not None and not any(stalled[learning:]):
+    if any(updated):  # every stall came before every update
         del findings[key]  # a warm-up: the first steps held still, the later ones learn
 
 

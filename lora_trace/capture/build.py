@@ -15,7 +15,7 @@ from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
 from .peft import peft_configs
-from .recording import GradCounter, Recording, grad_norm
+from .recording import GradCounter, Recording, grad_norm, holds_no_state
 
 
 @functools.cache
@@ -200,8 +200,13 @@ def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
             updated = tuple(sorted(n for n, before in rec.start.values.items()
                                    if not torch.equal(_local(before), _local(current[n].detach()))))
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
+    first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)
+    if rec.start.stateless is False:
+        first = False
+    elif rec.start.stateless and rec.optimizer_steps and holds_no_state(optimizer) is False:
+        first = True
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
-                         rec.step_lrs, rec.initial_lrs, frozen)
+                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first)
 
 
 def _inside_backward(error: BaseException) -> bool:

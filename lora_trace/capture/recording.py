@@ -8,6 +8,7 @@ Tensors and autograd nodes held here are dropped by `release()` as soon as the T
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,8 @@ class OptimizerStart:
     grads: list[tuple[torch.Tensor, weakref.ref | None, int]]
     scale: float | None  # a GradScaler's scale at the start (None without one)
     frozen: list[tuple[str, torch.Tensor, torch.Tensor | None, int]] = field(default_factory=list)
+    stateless: bool | None = None  # the optimizer held no state at the start (None: no optimizer, or no state
+    # table to read): a stateful one that then holds some has taken its first step
     # LoRA parameters frozen at the start (no gradient hook can be registered on them): name, param, its
     # .grad and that grad's version, so a gradient that reaches them after the step unfreezes them is seen
 
@@ -153,7 +156,7 @@ def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerS
     # Weak references: holding the old .grad would keep its memory alive after zero_grad(set_to_none=True).
     grads = [(p, weakref.ref(p.grad) if p.grad is not None else None, p.grad._version if p.grad is not None else -1)
              for p in params]
-    return OptimizerStart(values, grads, scale, frozen_lora(found))
+    return OptimizerStart(values, grads, scale, frozen_lora(found), holds_no_state(optimizer))
 
 
 def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> OptimizerStart:
@@ -167,7 +170,14 @@ def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> Op
     grads = start.grads + [(p, weakref.ref(p.grad) if p.grad is not None else None,
                             p.grad._version if p.grad is not None else -1)
                            for group in optimizer.param_groups for p in group["params"] if id(p) not in known]
-    return OptimizerStart(values, grads, start.scale, start.frozen)
+    return OptimizerStart(values, grads, start.scale, start.frozen, holds_no_state(optimizer))
+
+
+def holds_no_state(optimizer: Any) -> bool | None:
+    """Whether the optimizer's state table is empty (Adam's moments, SGD's momentum appear at its first
+    step); None without an optimizer or a table."""
+    state = getattr(optimizer, "state", None)
+    return None if not isinstance(state, Mapping) else not state
 
 
 def frozen_lora(found: Discovery) -> list[tuple[str, torch.Tensor, torch.Tensor | None, int]]:

@@ -193,6 +193,8 @@ class OptimizerInfo:
     step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran (None: no step)
     initial_lrs: tuple[float | None, ...] = ()  # each group's `initial_lr`, set by a torch lr scheduler
     frozen: int = 0  # parameters in its groups with requires_grad=False (never updated; harmless)
+    first_step: bool | None = None  # it held no state before this step and some after: its first step (None:
+    # a kind that keeps no state, as SGD without momentum, or no step ran: it cannot tell)
 
 
 @dataclass(frozen=True, slots=True)

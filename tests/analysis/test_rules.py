@@ -138,6 +138,12 @@ def test_a_warm_up_from_zero_is_a_warning_and_reads_the_lr_the_update_used():
     cold = dataclasses.replace(warm, initial_lrs=(None,))
     assert [(f.code, f.severity) for f in diagnose_trace(build([s], optimizer=cold, optimizer_steps=1)).findings] == [
         ("not-updated", "error")]
+    start = dataclasses.replace(warm, first_step=True)  # the optimizer's first step: a warm-up's very start
+    finding = diagnose_trace(build([s], optimizer=start, optimizer_steps=1)).findings[0]
+    assert (finding.code, finding.severity) == ("not-updated", "info") and "first step" in finding.message
+    cold_start = dataclasses.replace(cold, first_step=True)  # no schedule set that 0: still an error
+    assert [(f.code, f.severity) for f in diagnose_trace(build([s], optimizer=cold_start, optimizer_steps=1)
+                                                         ).findings] == [("not-updated", "error")]
 
 
 def test_an_adapter_inactive_when_it_ran_is_named_with_the_line_that_changed_it():

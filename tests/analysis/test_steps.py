@@ -7,7 +7,7 @@ import lora_trace
 from lora_trace.analysis.steps import judge_steps
 
 
-def _steps(factor):
+def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3)):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -15,7 +15,7 @@ def _steps(factor):
     config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                          intermediate_size=64, vocab_size=64)
     model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    optimizer = optimizer([p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     diagnoses = []
     for step in range(3):
@@ -44,5 +44,22 @@ def test_a_zero_learning_rate_is_judged_by_what_came_before_and_after(name, fact
         (finding,) = stalled
         assert finding.severity == verdict and "reached 0" in finding.message
         assert finding.evidence["last_updated_step"] == 0 and finding.evidence["first_stalled_step"] == 1
-    if name != "constant":  # one step alone only warns: it cannot tell which
-        assert any(f.code == "not-updated" and f.severity == "warning" for d in steps for f in d.findings)
+    first = [f.severity for f in steps[0].findings if f.code == "not-updated"]
+    later = [f.severity for d in steps[1:] for f in d.findings if f.code == "not-updated"]
+    if name == "warm-up":  # AdamW's empty state says step 0 was its first: a warm-up's start, information
+        assert first == ["info"] and later == [] and "first step" in steps[0].findings[0].message
+    if name == "decayed":  # one step alone only warns: it cannot tell a warm-up from a schedule's end
+        assert first == [] and "warning" in later
+
+
+def test_a_stateless_optimizer_cannot_tell_its_first_step_so_a_zero_rate_still_warns():
+    steps = _steps(lambda step: min(step, 1.0), lambda params: torch.optim.SGD(params, lr=0.5))
+    assert steps[0].trace.optimizer.first_step is None
+    assert [f.severity for f in steps[0].findings if f.code == "not-updated"] == ["warning"]
+    assert [f for f in judge_steps(steps).findings if f.code == "not-updated"] == []  # K steps: a warm-up
+
+
+def test_a_stall_after_a_warm_up_start_is_still_judged_across_steps():
+    steps = _steps(lambda step: [0.0, 1.0, 0.0, 0.0][step])  # info at step 0 must not hide the stall at step 2
+    (finding,) = [f for f in judge_steps(steps).findings if f.code == "not-updated"]
+    assert finding.severity == "error" and finding.evidence["first_stalled_step"] == 2

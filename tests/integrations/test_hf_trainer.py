@@ -66,6 +66,27 @@ def test_a_model_in_eval_mode_before_training_gets_no_eval_warning(tmp_path):
     assert [f.severity for f in diagnosis.findings] == ["info"], diagnosis.report()
 
 
+
+def test_a_warm_up_from_zero_gets_no_warning_at_its_first_step(tmp_path):
+    """The Trainer's linear warm-up runs step 0 at a learning rate of 0: AdamW's empty state shows it is the
+    optimizer's first step, so the adapter not moving is information, not a warning on a healthy run."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from lora_trace.integrations import LoraTraceCallback
+
+    model = _example().build(False)
+    ids = torch.randint(0, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    callback = LoraTraceCallback(every_n_steps=1, render=False)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, warmup_steps=2, per_device_train_batch_size=2,
+                             report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=[{"input_ids": r, "labels": r} for r in ids],
+            callbacks=[callback]).train()
+    first = callback.diagnoses[0][1]
+    assert set(first.trace.optimizer.step_lrs) == {0.0} and first.trace.optimizer.first_step is True
+    assert [(f.code, f.severity) for f in first.findings if f.code == "not-updated"] == [("not-updated", "info")]
+    assert [f.code for _, d in callback.diagnoses for f in d.findings if f.severity != "info"] == []
+
 def test_raise_on_error_fails_the_run_loudly_with_the_diagnosis_and_no_hook_left(tmp_path):
     import pytest
     import torch

@@ -348,6 +348,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
                           "{why}。学习率：{lrs}。"},
     "why.warmup": {"en": "a learning rate of 0 set by the schedule (its initial lr is {initial}): expected for the first step or two of a warm-up; later in a run it means the schedule has reached 0",
                    "zh": "调度器把学习率设为 0（其初始学习率为 {initial}）：在预热的前一两步属于正常；在训练后期则表示调度已降到 0"},
+    "why.warmup-start": {"en": "the optimizer's first step ran at a learning rate of 0 set by the schedule (its initial lr is {initial}): a warm-up that starts at 0, so this step moves nothing and the next ones train",
+                         "zh": "优化器的第一步使用了调度器设定的学习率 0（其初始学习率为 {initial}）：这是从 0 开始的预热，这一步不改变参数，之后的步骤会开始训练"},
     "not-updated.fix.warmup": {"en": "Nothing to fix at a warm-up's start: the next steps update the adapter (a schedule that starts above 0, LambdaLR with (step + 1) / warmup, updates from the first step). Later in a run, check the schedule's end: a decay to 0 before the last step stops the adapter learning.",
                                "zh": "在预热开始时无需修复：后续步骤会更新适配器（让调度从大于 0 开始，LambdaLR 使用 (step + 1) / warmup，可从第一步开始更新）。在训练后期，请检查调度的终点：在最后一步之前衰减到 0 会让适配器停止学习。"},
     "not-updated.decayed": {"en": "The adapter's parameters were updated at step {updated} of the {steps} traced, then stopped moving from step {stalled} on ({modules}): the learning-rate schedule reached 0 while training goes on, so the adapter learns nothing from then on.",
