@@ -1,10 +1,10 @@
 """The observers of a traced step. Each hook writes what it saw into the step's `Recording` and returns None.
 
 Default mode: forward pre/post hooks on every PEFT LoRA layer, pre/post hooks on each region's root module,
-a forward hook on the model (a loss it returns, its `labels`), post-accumulate-grad hooks on trainable LoRA
-parameters, an optimizer step hook. Deep mode adds hooks on adaptable layers (to check a target_modules fix)
-and the scoped TorchFunctionMode of watch.py. No full-backward module hooks: they wrap outputs and make a
-healthy in-place op after a LoRA layer raise.
+a forward hook on the model (a loss it returns, its `labels`), a gradient hook on each trainable LoRA
+parameter (the .grad norms read once per backward, at its end), an optimizer step hook. Deep mode adds hooks
+on adaptable layers (to check a target_modules fix) and the scoped TorchFunctionMode of watch.py. No
+full-backward module hooks: they wrap outputs and make a healthy in-place op after a LoRA layer raise.
 """
 
 from __future__ import annotations
@@ -55,6 +55,17 @@ def will_accumulate(param: torch.Tensor) -> bool:
 _GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", None)  # which backward pass is running
 
 
+def _queue_at_backward_end(callback: Callable[[], None]) -> bool:
+    """Run `callback` when the running backward ends (after every accumulation, as DDP's own finalisation
+    does); False where the engine cannot queue one: the caller then treats this backward as not filling
+    .grad and takes each norm as the gradient arrives."""
+    try:
+        torch.autograd.Variable._execution_engine.queue_callback(callback)
+        return True
+    except Exception:  # noqa: BLE001 - no callback: the gradient's own norm is still the evidence
+        return False
+
+
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
@@ -70,6 +81,8 @@ class StepHooks:
         self._base_of: dict[int, str] = {}
         self._once: dict[str, RemovableHandle] = {}
         self._accumulating: dict[int, bool] = {}  # graph task id -> whether its backward fills .grad
+        self._pending: list[tuple[str, nn.Parameter]] = []  # accumulated this backward: norms read at its end
+        self._sharded: set[int] = set()  # DTensor parameters: their accumulations come by post-accumulate hooks
 
     def install(self) -> None:
         rec, keep = self.rec, self._keep
@@ -86,10 +99,11 @@ class StepHooks:
         keep(rec.found.root.register_forward_pre_hook(self._micro_step_hook))
         if rec.optimizer is not None and self._optimizer_hooks:
             self.watch_optimizer(rec.optimizer)
-        grad_hook = self._grad_hook  # one bound method for all
         for name, param in rec.found.lora_params():
             if param.requires_grad:
-                keep(param.register_post_accumulate_grad_hook(grad_hook))
+                if hasattr(type(param), "to_local"):  # FSDP2 sets a sharded .grad itself and runs these hooks
+                    self._sharded.add(id(param))
+                    keep(param.register_post_accumulate_grad_hook(self._sharded_grad_hook))
                 keep(param.register_hook(self._incoming_hook(name, param)))
         if rec.deep:
             self._watch_adaptable()
@@ -269,40 +283,59 @@ class StepHooks:
     def _backward_hook(self, grad_outputs: Any) -> None:
         self.rec.backward_seen = True
 
-    def _grad_hook(self, param: torch.Tensor) -> None:
-        """One method for every parameter (its name looked up): no closure per parameter."""
-        name = self.rec.found.param_names[id(param)]  # hooked only on these parameters
-        grad = param.grad
-        shard = grad is not None and hasattr(grad, "to_local")
-        norm = None
-        if grad is not None:
-            try:  # FSDP2 / DTensor: the norm of this rank's shard (a norm over all needs a collective)
-                norm = self._quiet_norm(grad.to_local() if shard else grad)
-            except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown; a hook
-                pass  # never raises into the user's backward
-        counter = self.rec.grads.get(name)
-        if counter is None:
-            counter = self.rec.grads[name] = GradCounter()
-        counter.count += 1
-        counter.norm = norm
-        counter.shard = shard
-        if self.rec.micro_steps:
-            self.rec.micro_steps[-1][1][name] = None
-        self.rec.backward_seen = True
-
     def _incoming_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
-        """A gradient computed for the parameter: by backward() or by torch.autograd.grad(), which fills no
-        .grad and so fires no post-accumulate hook; then its norm is taken here. The gradient itself is never
-        held: a second reference makes autograd copy it into .grad instead of moving it (memory and time)."""
+        """A gradient computed for the parameter, by backward() or by torch.autograd.grad(). Under backward()
+        autograd accumulates it into .grad right after this hook, and the norms of every .grad filled are
+        read once, when that backward ends (a callback queued on it): one hook per parameter, not two.
+        torch.autograd.grad() fills no .grad: its norm is taken here. The gradient itself is never held: a
+        second reference makes autograd copy it into .grad instead of moving it (memory and time)."""
 
         def hook(grad: torch.Tensor) -> None:
             counter = self.rec.incoming.setdefault(name, GradCounter())
             counter.count += 1
-            if not self._accumulates(param):
+            if self._accumulates(param):
+                if id(param) not in self._sharded:
+                    self._pending.append((name, param))
+                    self._mark_micro_step(name)
+            else:
                 counter.norm, counter.shard = self._arrived_norm(grad)
             self.rec.backward_seen = True
 
         return hook
+
+    def _accumulated(self) -> None:
+        """The end of a backward that filled .grad: each parameter that got one counts an arrival."""
+        pending, self._pending = self._pending, []
+        for name, param in pending:
+            self._count_accumulated(name, param)
+
+    def _sharded_grad_hook(self, param: torch.Tensor) -> None:
+        """A sharded parameter's .grad set (FSDP2 runs these hooks after its reduce-scatter)."""
+        name = self.rec.found.param_names[id(param)]  # hooked only on these parameters
+        self._count_accumulated(name, param)
+        self._mark_micro_step(name)
+        self.rec.backward_seen = True
+
+    def _count_accumulated(self, name: str, param: torch.Tensor) -> None:
+        """One accumulation into .grad, with the norm of .grad now (after accumulation, before any optimizer
+        step); the norm unknown where it cannot be taken: a hook never raises into the user's backward."""
+        counter = self.rec.grads.get(name)
+        if counter is None:
+            counter = self.rec.grads[name] = GradCounter()
+        counter.count += 1
+        counter.norm, counter.shard = None, False
+        grad = param.grad
+        if grad is None:
+            return
+        try:  # FSDP2 / DTensor: the norm of this rank's shard (a norm over all needs a collective)
+            counter.shard = hasattr(grad, "to_local")
+            counter.norm = self._quiet_norm(grad.to_local() if counter.shard else grad)
+        except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown
+            pass
+
+    def _mark_micro_step(self, name: str) -> None:
+        if self.rec.micro_steps:
+            self.rec.micro_steps[-1][1][name] = None
 
     def _quiet_norm(self, grad: torch.Tensor) -> torch.Tensor:
         """One op per gradient, the norm summed in float32 or wider, unseen by the deep mode's watch and outside
@@ -325,12 +358,15 @@ class StepHooks:
 
     def _accumulates(self, param: nn.Parameter) -> bool:
         """Whether the running backward accumulates into .grad (backward()) or only returns gradients
-        (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine."""
+        (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine, which then runs
+        `_accumulated` at its end. A torch that cannot say which backward runs gets "no": each norm is then
+        taken as the gradient arrives (the gradient as computed, before accumulation)."""
         if _GRAPH_TASK is None:
-            return will_accumulate(param)
+            return False
         task, known = _GRAPH_TASK(), self._accumulating
         if task not in known:
-            known = self._accumulating = {task: will_accumulate(param)}
+            accumulates = will_accumulate(param) and _queue_at_backward_end(self._accumulated)
+            known = self._accumulating = {task: accumulates}
         return known[task]
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:

@@ -84,3 +84,38 @@ def test_a_gradient_whose_norm_cannot_be_taken_still_arrives_and_backward_goes_o
         model(torch.randn(4, 8)).backward()
     assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4
     assert all(p.grad is not None for name, p in model.named_parameters() if "lora_" in name)
+
+
+def test_one_gradient_hook_per_parameter_and_the_norms_read_when_each_backward_ends():
+    """A plain parameter gets one hook (no post-accumulate hook); each backward that fills .grad counts one
+    arrival per parameter and reads the norm of .grad as that backward ends: after two accumulations, the
+    norm of their sum."""
+    model = _lora_model()
+    x = torch.randn(4, 8)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    with lora_trace.trace(model) as tracer:
+        assert all(len(p._backward_hooks) == 1 and not p._post_accumulate_grad_hooks for p in lora)
+        model(x).backward()
+        model(x * 2).backward()
+    by_name = dict(model.named_parameters())
+    for arrival in tracer.trace.arrivals:
+        grad = by_name[arrival.param].grad
+        assert arrival.count == 2 and arrival.norm == torch.linalg.vector_norm(grad).item()
+
+
+def test_a_nested_backward_inside_a_reentrant_checkpoint_counts_each_parameter_once():
+    """A reentrant checkpoint runs a backward inside the outer one: each ends with its own callback, and
+    every accumulated parameter is counted once with the norm of its .grad."""
+    from torch.utils.checkpoint import checkpoint
+
+    model = _lora_model()
+    decoder = model.base_model.model.decoder
+    x = torch.randn(4, 8, requires_grad=True)
+    with lora_trace.trace(model) as tracer:
+        h = checkpoint(model.base_model.model.encoder, x, use_reentrant=True)
+        decoder(torch.relu(h)).pow(2).mean().backward()
+    by_name = dict(model.named_parameters())
+    arrivals = {a.param: a for a in tracer.trace.arrivals}
+    assert {n for n in by_name if "lora_" in n} == set(arrivals)
+    for name, arrival in arrivals.items():
+        assert arrival.count == 1 and arrival.norm == torch.linalg.vector_norm(by_name[name].grad).item()
