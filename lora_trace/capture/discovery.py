@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 from array import array
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, repeat
 from typing import Any
 
 import torch
@@ -187,7 +188,7 @@ def _own_listing(shape: Shape) -> bool:
     MultiheadAttention layer re-registers its base weights there, so its model must be listed by
     named_modules() at every trace, and no layout is kept."""
     return (any(cls.named_modules is not nn.Module.named_modules for cls in set(shape.types))
-            or any("named_modules" in own for own in map(vars, shape.modules)))
+            or any(map(operator.contains, map(vars, shape.modules), repeat("named_modules"))))  # in C
 
 
 def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:

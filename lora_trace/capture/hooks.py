@@ -55,6 +55,10 @@ def will_accumulate(param: torch.Tensor) -> bool:
 _GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", None)  # which backward pass is running
 
 
+_WIDE = frozenset({torch.float32, torch.float64})  # summed in their own precision (see grad_norm)
+foreach_norm = torch._foreach_norm  # one call for many gradients of a device
+
+
 def _queue_at_backward_end(callback: Callable[[], None]) -> bool:
     """Run `callback` when the running backward ends (after every accumulation, as DDP's own finalisation
     does); False where the engine cannot queue one: the caller then treats this backward as not filling
@@ -304,10 +308,24 @@ class StepHooks:
         return hook
 
     def _accumulated(self) -> None:
-        """The end of a backward that filled .grad: each parameter that got one counts an arrival."""
+        """The end of a backward that filled .grad: each parameter that got one counts an arrival. Dense
+        float32/64 gradients are measured by one foreach call per device, the others one by one."""
         pending, self._pending = self._pending, []
+        dense: dict[torch.device, list[tuple[GradCounter, torch.Tensor]]] = {}
         for name, param in pending:
-            self._count_accumulated(name, param)
+            grad = param.grad
+            if type(grad) is torch.Tensor and grad.dtype in _WIDE and grad.layout == torch.strided:
+                dense.setdefault(grad.device, []).append((self._counted(name), grad))
+            else:
+                self._count_accumulated(name, param)
+        try:
+            with self.paused(), torch.no_grad():
+                for group in dense.values():
+                    norms = foreach_norm([grad for _, grad in group])
+                    for (counter, _), norm in zip(group, norms, strict=True):
+                        counter.norm = norm
+        except Exception:  # noqa: BLE001 - norms unknown (None): never raises into the user's backward
+            pass
 
     def _sharded_grad_hook(self, param: torch.Tensor) -> None:
         """A sharded parameter's .grad set (FSDP2 runs these hooks after its reduce-scatter)."""
@@ -319,11 +337,7 @@ class StepHooks:
     def _count_accumulated(self, name: str, param: torch.Tensor) -> None:
         """One accumulation into .grad, with the norm of .grad now (after accumulation, before any optimizer
         step); the norm unknown where it cannot be taken: a hook never raises into the user's backward."""
-        counter = self.rec.grads.get(name)
-        if counter is None:
-            counter = self.rec.grads[name] = GradCounter()
-        counter.count += 1
-        counter.norm, counter.shard = None, False
+        counter = self._counted(name)
         grad = param.grad
         if grad is None:
             return
@@ -332,6 +346,15 @@ class StepHooks:
             counter.norm = self._quiet_norm(grad.to_local() if counter.shard else grad)
         except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown
             pass
+
+    def _counted(self, name: str) -> GradCounter:
+        """The parameter's accumulation counter, one more arrival counted, its norm not yet known."""
+        counter = self.rec.grads.get(name)
+        if counter is None:
+            counter = self.rec.grads[name] = GradCounter()
+        counter.count += 1
+        counter.norm, counter.shard = None, False
+        return counter
 
     def _mark_micro_step(self, name: str) -> None:
         if self.rec.micro_steps:

@@ -11,10 +11,11 @@ identical shape gives the identical layout, so no weak reference per module is n
 
 from __future__ import annotations
 
+import operator
 import weakref
 from array import array
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress, count, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -74,7 +75,7 @@ def walk(root: nn.Module) -> Shape:
 def _configs(modules: list[nn.Module], types: list[type]) -> tuple[tuple[int, tuple[tuple[str, str], ...]], ...]:
     """Each module holding PEFT configs and their text (an edited config changes the layout)."""
     on_class = {cls for cls in set(types) if config_on_class(cls)}
-    holders = [at for at, own in enumerate(map(_DICT, modules)) if "peft_config" in own]
+    holders = list(compress(count(), map(operator.contains, map(_DICT, modules), repeat("peft_config"))))  # in C
     if on_class:
         holders = sorted(set(holders) | {at for at, cls in enumerate(types) if cls in on_class})
     found = []

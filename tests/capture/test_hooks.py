@@ -80,6 +80,7 @@ def test_a_gradient_whose_norm_cannot_be_taken_still_arrives_and_backward_goes_o
         raise NotImplementedError("no norm for this layout")
 
     monkeypatch.setattr(hooks, "grad_norm", refuse)
+    monkeypatch.setattr(hooks, "foreach_norm", refuse)
     with lora_trace.trace(model) as tracer:
         model(torch.randn(4, 8)).backward()
     assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4
