@@ -1,10 +1,10 @@
 """The observers of a traced step. Each hook writes what it saw into the step's `Recording` and returns None.
 
 Default mode: forward pre/post hooks on every PEFT LoRA layer, pre/post hooks on each region's root module,
-a forward hook on the model (a loss it returns, its `labels`), a gradient hook on each trainable LoRA
-parameter (the .grad norms read once per backward, at its end), an optimizer step hook. Deep mode adds hooks
-on adaptable layers (to check a target_modules fix) and the scoped TorchFunctionMode of watch.py. No
-full-backward module hooks: they wrap outputs and make a healthy in-place op after a LoRA layer raise.
+a forward hook on the model (a loss it returns, its `labels`), the gradient hooks of gradients.py on trainable
+LoRA parameters, an optimizer step hook. Deep mode adds hooks on adaptable layers (to check a target_modules
+fix) and the scoped TorchFunctionMode of watch.py. No full-backward module hooks: they wrap outputs and make a
+healthy in-place op after a LoRA layer raise.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from torch.utils.hooks import RemovableHandle
 
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
+from .gradients import GradientHooks
 from .losses import describe_loss, scalar_candidate
 from .peft import adapter_active, adapter_state
-from .recording import ChangeSeen, GradCounter, GradOffPlace, LossSeen, Recording, grad_norm
+from .recording import ChangeSeen, GradOffPlace, LossSeen, Recording
 from .regionflow import tensors_in
 from .watch import PathWatch
 
@@ -40,36 +41,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def will_accumulate(param: torch.Tensor) -> bool:
-    """Whether the backward running now writes `param`'s gradient into .grad. The engine refuses to answer
-    for a leaf that torch.autograd.grad() captures: that refusal is the answer "no". A torch that cannot be
-    asked gets "no" too: the norm is then taken in the hook, which is right either way (one op more)."""
-    try:
-        from torch.autograd.graph import _get_grad_fn_or_grad_acc
-
-        return bool(torch._C._will_engine_execute_node(_get_grad_fn_or_grad_acc(param)))
-    except Exception:  # noqa: BLE001 - also a parameter frozen mid-backward (AssertionError): never the user's
-        return False
-
-
-_GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", None)  # which backward pass is running
-
-
-_WIDE = frozenset({torch.float32, torch.float64})  # summed in their own precision (see grad_norm)
-foreach_norm = torch._foreach_norm  # one call for many gradients of a device
-
-
-def _queue_at_backward_end(callback: Callable[[], None]) -> bool:
-    """Run `callback` when the running backward ends (after every accumulation, as DDP's own finalisation
-    does); False where the engine cannot queue one: the caller then treats this backward as not filling
-    .grad and takes each norm as the gradient arrives."""
-    try:
-        torch.autograd.Variable._execution_engine.queue_callback(callback)
-        return True
-    except Exception:  # noqa: BLE001 - no callback: the gradient's own norm is still the evidence
-        return False
-
-
 class StepHooks:
     """Installs every hook of one traced step; `keep` receives each handle as soon as it exists."""
 
@@ -84,9 +55,7 @@ class StepHooks:
         self._module_of: dict[int, tuple[str, str]] = {}
         self._base_of: dict[int, str] = {}
         self._once: dict[str, RemovableHandle] = {}
-        self._accumulating: dict[int, bool] = {}  # graph task id -> whether its backward fills .grad
-        self._pending: list[tuple[str, nn.Parameter]] = []  # accumulated this backward: norms read at its end
-        self._sharded: set[int] = set()  # DTensor parameters: their accumulations come by post-accumulate hooks
+        self.gradients = GradientHooks(rec, keep, self.paused, lambda: self.watch is not None)
 
     def install(self) -> None:
         rec, keep = self.rec, self._keep
@@ -103,12 +72,7 @@ class StepHooks:
         keep(rec.found.root.register_forward_pre_hook(self._micro_step_hook))
         if rec.optimizer is not None and self._optimizer_hooks:
             self.watch_optimizer(rec.optimizer)
-        for name, param in rec.found.lora_params():
-            if param.requires_grad:
-                if hasattr(type(param), "to_local"):  # FSDP2 sets a sharded .grad itself and runs these hooks
-                    self._sharded.add(id(param))
-                    keep(param.register_post_accumulate_grad_hook(self._sharded_grad_hook))
-                keep(param.register_hook(self._incoming_hook(name, param)))
+        self.gradients.install()
         if rec.deep:
             self._watch_adaptable()
             base_weights = {id(layer.get_base_layer().weight): name for name, layer in rec.found.lora.items()
@@ -286,111 +250,6 @@ class StepHooks:
 
     def _backward_hook(self, grad_outputs: Any) -> None:
         self.rec.backward_seen = True
-
-    def _incoming_hook(self, name: str, param: nn.Parameter) -> Callable[[torch.Tensor], None]:
-        """A gradient computed for the parameter, by backward() or by torch.autograd.grad(). Under backward()
-        autograd accumulates it into .grad right after this hook, and the norms of every .grad filled are
-        read once, when that backward ends (a callback queued on it): one hook per parameter, not two.
-        torch.autograd.grad() fills no .grad: its norm is taken here. The gradient itself is never held: a
-        second reference makes autograd copy it into .grad instead of moving it (memory and time)."""
-
-        def hook(grad: torch.Tensor) -> None:
-            counter = self.rec.incoming.setdefault(name, GradCounter())
-            counter.count += 1
-            if self._accumulates(param):
-                if id(param) not in self._sharded:
-                    self._pending.append((name, param))
-                    self._mark_micro_step(name)
-            else:
-                counter.norm, counter.shard = self._arrived_norm(grad)
-            self.rec.backward_seen = True
-
-        return hook
-
-    def _accumulated(self) -> None:
-        """The end of a backward that filled .grad: each parameter that got one counts an arrival. Dense
-        float32/64 gradients are measured by one foreach call per device, the others one by one."""
-        pending, self._pending = self._pending, []
-        dense: dict[torch.device, list[tuple[GradCounter, torch.Tensor]]] = {}
-        for name, param in pending:
-            grad = param.grad
-            if type(grad) is torch.Tensor and grad.dtype in _WIDE and grad.layout == torch.strided:
-                dense.setdefault(grad.device, []).append((self._counted(name), grad))
-            else:
-                self._count_accumulated(name, param)
-        try:
-            with self.paused(), torch.no_grad():
-                for group in dense.values():
-                    norms = foreach_norm([grad for _, grad in group])
-                    for (counter, _), norm in zip(group, norms, strict=True):
-                        counter.norm = norm
-        except Exception:  # noqa: BLE001 - norms unknown (None): never raises into the user's backward
-            pass
-
-    def _sharded_grad_hook(self, param: torch.Tensor) -> None:
-        """A sharded parameter's .grad set (FSDP2 runs these hooks after its reduce-scatter)."""
-        name = self.rec.found.param_names[id(param)]  # hooked only on these parameters
-        self._count_accumulated(name, param)
-        self._mark_micro_step(name)
-        self.rec.backward_seen = True
-
-    def _count_accumulated(self, name: str, param: torch.Tensor) -> None:
-        """One accumulation into .grad, with the norm of .grad now (after accumulation, before any optimizer
-        step); the norm unknown where it cannot be taken: a hook never raises into the user's backward."""
-        counter = self._counted(name)
-        grad = param.grad
-        if grad is None:
-            return
-        try:  # FSDP2 / DTensor: the norm of this rank's shard (a norm over all needs a collective)
-            counter.shard = hasattr(grad, "to_local")
-            counter.norm = self._quiet_norm(grad.to_local() if counter.shard else grad)
-        except Exception:  # noqa: BLE001 - a layout the norm does not take: arrived, norm unknown
-            pass
-
-    def _counted(self, name: str) -> GradCounter:
-        """The parameter's accumulation counter, one more arrival counted, its norm not yet known."""
-        counter = self.rec.grads.get(name)
-        if counter is None:
-            counter = self.rec.grads[name] = GradCounter()
-        counter.count += 1
-        counter.norm, counter.shard = None, False
-        return counter
-
-    def _mark_micro_step(self, name: str) -> None:
-        if self.rec.micro_steps:
-            self.rec.micro_steps[-1][1][name] = None
-
-    def _quiet_norm(self, grad: torch.Tensor) -> torch.Tensor:
-        """One op per gradient, the norm summed in float32 or wider, unseen by the deep mode's watch and outside
-        any graph (a backward with create_graph=True runs with grad on): both set only where needed."""
-        if self.watch is None and not torch.is_grad_enabled():
-            return grad_norm(grad)
-        with self.paused(), torch.no_grad():
-            return grad_norm(grad)
-
-    def _arrived_norm(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
-        """The norm of a gradient torch.autograd.grad() computed, taken as it arrives (later in-place changes
-        by the user are not the step's gradient); None where it cannot be taken (a vmap-batched gradient of
-        is_grads_batched=True): a hook never raises into the user's backward."""
-        try:
-            local = grad.to_local() if hasattr(grad, "to_local") else grad
-            with self.paused():  # detach is what the watch looks for: ours is not the user's
-                return self._quiet_norm(local.detach()), local is not grad
-        except Exception:  # noqa: BLE001
-            return None, False
-
-    def _accumulates(self, param: nn.Parameter) -> bool:
-        """Whether the running backward accumulates into .grad (backward()) or only returns gradients
-        (torch.autograd.grad()): one answer per backward pass, asked of the autograd engine, which then runs
-        `_accumulated` at its end. A torch that cannot say which backward runs gets "no": each norm is then
-        taken as the gradient arrives (the gradient as computed, before accumulation)."""
-        if _GRAPH_TASK is None:
-            return False
-        task, known = _GRAPH_TASK(), self._accumulating
-        if task not in known:
-            accumulates = will_accumulate(param) and _queue_at_backward_end(self._accumulated)
-            known = self._accumulating = {task: accumulates}
-        return known[task]
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
         """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""

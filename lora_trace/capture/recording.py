@@ -174,10 +174,10 @@ def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> Op
 
 
 def holds_no_state(optimizer: Any) -> bool | None:
-    """Whether the optimizer's state table is empty (Adam's moments, SGD's momentum appear at its first
-    step); None without an optimizer or a table."""
+    """Whether the optimizer's state table holds nothing (Adam's moments, SGD's momentum appear at its first
+    step; an entry left empty by a read of the defaultdict is nothing); None without an optimizer or a table."""
     state = getattr(optimizer, "state", None)
-    return None if not isinstance(state, Mapping) else not state
+    return None if not isinstance(state, Mapping) else not any(map(bool, state.values()))
 
 
 def frozen_lora(found: Discovery) -> list[tuple[str, torch.Tensor, torch.Tensor | None, int]]:

@@ -110,6 +110,7 @@ class Tracer:
         from .build import build_trace
 
         try:
+            hooks.gradients.finish()
             self._trace = build_trace(hooks.rec, complete=complete, error=error)
         except Exception:
             if error is None:

@@ -1,11 +1,13 @@
-"""The step hooks: whether a backward fills .grad is asked of the autograd engine, once per backward."""
+"""The gradient hooks: whether a backward fills .grad is asked of the autograd engine, once per backward; .grad
+norms are read when it ends."""
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
 import lora_trace
-from lora_trace.capture import hooks
-from lora_trace.capture.hooks import will_accumulate
+from lora_trace.capture import gradients
+from lora_trace.capture.gradients import will_accumulate
 
 from .conftest import TwoLayers
 
@@ -39,7 +41,7 @@ def test_a_torch_that_cannot_be_asked_still_gets_every_norm(monkeypatch):
         return {a.param: a.norm for a in tracer.trace.arrivals}
 
     asked = norms()
-    monkeypatch.setattr(hooks, "_GRAPH_TASK", None)
+    monkeypatch.setattr(gradients, "_GRAPH_TASK", None)
     monkeypatch.delattr(torch._C, "_will_engine_execute_node")
     assert norms() == asked and all(asked.values())
 
@@ -79,8 +81,8 @@ def test_a_gradient_whose_norm_cannot_be_taken_still_arrives_and_backward_goes_o
     def refuse(grad):
         raise NotImplementedError("no norm for this layout")
 
-    monkeypatch.setattr(hooks, "grad_norm", refuse)
-    monkeypatch.setattr(hooks, "foreach_norm", refuse)
+    monkeypatch.setattr(gradients, "grad_norm", refuse)
+    monkeypatch.setattr(gradients, "foreach_norm", refuse)
     with lora_trace.trace(model) as tracer:
         model(torch.randn(4, 8)).backward()
     assert [(a.count, a.norm) for a in tracer.trace.arrivals] == [(1, None)] * 4
@@ -120,3 +122,41 @@ def test_a_nested_backward_inside_a_reentrant_checkpoint_counts_each_parameter_o
     assert {n for n in by_name if "lora_" in n} == set(arrivals)
     for name, arrival in arrivals.items():
         assert arrival.count == 1 and arrival.norm == torch.linalg.vector_norm(by_name[name].grad).item()
+
+
+def test_a_backward_that_raises_keeps_the_gradients_it_accumulated():
+    """Autograd skips the callback of a backward that raises: the block's end reads what it accumulated, so a
+    non-finite gradient stopped by the user's own guard is still named."""
+    model = _lora_model()
+    inner = model.base_model.model
+
+    def guard(grad):
+        if not torch.isfinite(grad).all():
+            raise FloatingPointError("non-finite gradient")
+
+    with pytest.raises(FloatingPointError), lora_trace.trace(model) as tracer:
+        h = torch.relu(inner.encoder(torch.randn(4, 8)))
+        h.register_hook(guard)  # between the layers: the decoder's LoRA gradients arrive first, as NaN
+        (inner.head(torch.relu(inner.decoder(h))).pow(2).mean() * float("inf")).backward()
+    decoder = {a.param: a for a in tracer.trace.arrivals if ".decoder." in a.param}
+    assert len(decoder) == 2 and all(a.count == 1 and a.finite is False for a in decoder.values())
+    assert tracer.diagnosis.root_cause.code == "nonfinite-grad"
+
+
+def test_an_accumulation_stopped_by_a_later_hook_is_not_counted():
+    """The user's hook after ours raises: that gradient never reaches .grad, so the parameter counts only the
+    next backward's accumulation, and each parameter's norm is that of its .grad at the end."""
+    model = _lora_model()
+    x = torch.randn(4, 8)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    with lora_trace.trace(model) as tracer:
+        handle = lora[0].register_hook(lambda grad: (_ for _ in ()).throw(RuntimeError("stop")))
+        with pytest.raises(RuntimeError, match="stop"):
+            model(x).backward()
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+        model(x).backward()
+    names = {id(p): n for n, p in model.named_parameters()}
+    arrivals = {a.param: a for a in tracer.trace.arrivals}
+    assert len(arrivals) == len(lora) and arrivals[names[id(lora[0])]].count == 1
+    assert all(arrivals[names[id(p)]].norm == torch.linalg.vector_norm(p.grad).item() for p in lora)
