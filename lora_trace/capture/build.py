@@ -10,11 +10,21 @@ import traceback
 
 import torch
 
-from ..core.records import Cut, CutKind, GradArrival, MicroStep, OptimizerInfo, Reachability, StateChange, Trace
+from ..core.records import (
+    Cut,
+    CutKind,
+    GradArrival,
+    LoraSite,
+    MicroStep,
+    OptimizerInfo,
+    Reachability,
+    StateChange,
+    Trace,
+)
 from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
-from .peft import peft_configs
+from .peft import peft_configs, zeros_at_start
 from .recording import GradCounter, Recording, grad_norm, holds_no_state
 
 
@@ -65,7 +75,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         deep=rec.deep,
         model_class=type(found.root).__name__,
         versions=versions(),
-        sites=found.sites,
+        sites=_zeros_where_asked(rec, arrivals),
         unsupported_tuners=found.unsupported,
         enclosing=rec.enclosing,
         enclosing_called=tuple(rec.enclosing_called),
@@ -96,6 +106,31 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         changes=_changes(rec),
         trainable_at_end=tuple(name for name, p in found.lora_params() if p.requires_grad),
     )
+
+
+def _zeros_where_asked(rec: Recording, arrivals: tuple[GradArrival, ...]) -> tuple[LoraSite, ...]:
+    """Whether a factor is all zero is evidence only beside a gradient that arrived exactly zero (lora_A's
+    while lora_B is still zero: zero-grad-at-init; else grad-zero): read for every factor of the layers holding
+    or sharing such a parameter, from its value at the start (the optimizer's start copy, or the parameter
+    itself while its version counter says nothing wrote it in place)."""
+    zero = {a.param for a in arrivals if a.zero}
+    sites = rec.found.sites
+    if not zero:
+        return sites
+    asked: set[str] = set()
+    for site in sites:
+        names = {p.name for p in site.params} | set(site.shared)
+        if names & zero:
+            asked |= names
+    params, start = dict(rec.found.lora_params()), rec.start
+
+    def at_start(name: str) -> torch.Tensor | None:
+        kept, param = start.values.get(name), params.get(name)
+        if kept is not None:
+            return kept
+        return param if param is not None and start.versions.get(name) == param._version else None
+
+    return zeros_at_start(sites, asked, at_start)
 
 
 def _late_gradients(rec: Recording) -> dict[str, GradCounter]:

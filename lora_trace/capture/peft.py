@@ -4,6 +4,7 @@ tuners and their configs, and target coverage with PEFT's own matching. Every ot
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from collections.abc import Callable, Iterator
@@ -210,11 +211,16 @@ def site_layouts(modules: dict[str, nn.Module], position: Callable[[nn.Parameter
 
 def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params: list[nn.Parameter],
                memo: dict[int, tuple[Any, LoraSite]] | None = None) -> tuple[LoraSite, ...]:
-    """Each layer's state now (active, merged, disabled, scalings, requires_grad, all-zero: one device sync
-    for all zero checks); `layers` in the order of `layouts`, `params` the model's parameter list. `memo`
-    (kept with a layout): the state read last time per layer and its record, reused when it reads the same."""
+    """Each layer's state now (active, merged, disabled, scalings, requires_grad); `layers` in the order of
+    `layouts`, `params` the model's parameter list. `memo` (kept with a layout): the state read last time per
+    layer and its record, reused when it reads the same. Which factors are all zero is read here only for
+    sharded (DTensor) parameters, whose ranks must answer alike for the gather; otherwise at the block's end,
+    where a gradient that arrived exactly zero asks it (`zeros_at_start`)."""
     every = [params[p[3]] for layout in layouts for p in layout.params]
-    zero, shard = _all_zero_flags(every)
+    if any(hasattr(cls, "to_local") for cls in set(map(type, every))):
+        zero, shard = _all_zero_flags(every)
+    else:
+        zero = shard = [None] * len(every)
     states = zip(map(torch.Tensor.numel, every), [p.requires_grad for p in every], zero, shard, strict=True)
     memo = memo if memo is not None else {}
     sites = []
@@ -234,6 +240,20 @@ def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params:
                 tuner=layout.tuner, shared=layout.shared))
         sites.append(known[1])
     return tuple(sites)
+
+
+def zeros_at_start(sites: tuple[LoraSite, ...], names: set[str],
+                   start_values: Callable[[str], torch.Tensor | None]) -> tuple[LoraSite, ...]:
+    """`sites` with all_zero filled for the parameters `names`, each from its value at the start of the step
+    (`start_values`: None where that value is no longer known: it stays unknown)."""
+    wanted = [p.name for site in sites for p in site.params if p.name in names and p.all_zero is None]
+    known = [(name, value) for name, value in zip(wanted, map(start_values, wanted), strict=True) if value is not None]
+    if not known:
+        return sites
+    flags = dict(zip([name for name, _ in known], _all_zero_flags([value for _, value in known])[0], strict=True))
+    return tuple(site if not any(p.name in flags for p in site.params) else dataclasses.replace(
+        site, params=tuple(dataclasses.replace(p, all_zero=flags[p.name]) if p.name in flags else p
+                           for p in site.params)) for site in sites)
 
 
 def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str, str, nn.Parameter]]:

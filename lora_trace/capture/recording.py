@@ -10,6 +10,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -70,10 +71,12 @@ class OptimizerStart:
     grads: list[tuple[torch.Tensor, weakref.ref | None, int]]
     scale: float | None  # a GradScaler's scale at the start (None without one)
     frozen: list[tuple[str, torch.Tensor, torch.Tensor | None, int]] = field(default_factory=list)
-    stateless: bool | None = None  # the optimizer held no state at the start (None: no optimizer, or no state
-    # table to read): a stateful one that then holds some has taken its first step
     # LoRA parameters frozen at the start (no gradient hook can be registered on them): name, param, its
     # .grad and that grad's version, so a gradient that reaches them after the step unfreezes them is seen
+    stateless: bool | None = None  # the optimizer held no state at the start (None: no optimizer, or no state
+    # table to read): a stateful one that then holds some has taken its first step
+    versions: dict[str, int] = field(default_factory=dict)  # each LoRA parameter's version counter: a value
+    # read at the end is the start's while nothing wrote it in place
 
 
 @dataclass(slots=True)
@@ -156,7 +159,9 @@ def optimizer_start(found: Discovery, optimizer: Any, scaler: Any) -> OptimizerS
     # Weak references: holding the old .grad would keep its memory alive after zero_grad(set_to_none=True).
     grads = [(p, weakref.ref(p.grad) if p.grad is not None else None, p.grad._version if p.grad is not None else -1)
              for p in params]
-    return OptimizerStart(values, grads, scale, frozen_lora(found), holds_no_state(optimizer))
+    lora = found.lora_params()
+    versions = dict(zip([name for name, _ in lora], map(_VERSION, [p for _, p in lora]), strict=True))
+    return OptimizerStart(values, grads, scale, frozen_lora(found), holds_no_state(optimizer), versions)
 
 
 def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> OptimizerStart:
@@ -170,7 +175,10 @@ def adopted_start(start: OptimizerStart, found: Discovery, optimizer: Any) -> Op
     grads = start.grads + [(p, weakref.ref(p.grad) if p.grad is not None else None,
                             p.grad._version if p.grad is not None else -1)
                            for group in optimizer.param_groups for p in group["params"] if id(p) not in known]
-    return OptimizerStart(values, grads, start.scale, start.frozen, holds_no_state(optimizer))
+    return OptimizerStart(values, grads, start.scale, start.frozen, holds_no_state(optimizer), start.versions)
+
+
+_VERSION = attrgetter("_version")
 
 
 def holds_no_state(optimizer: Any) -> bool | None:

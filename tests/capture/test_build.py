@@ -12,3 +12,52 @@ def test_norms_on_one_device_are_read_at_once_and_meta_or_missing_ones_stay_unkn
     mixed = {"a": GradCounter(1, torch.tensor(1.0)), "b": GradCounter(1, torch.tensor(2.0, device="meta")),
              "c": GradCounter(1, torch.tensor(3.0)), "d": GradCounter(1, None)}
     assert _norm_values(mixed, sorted(mixed)) == {"a": 1.0, "b": None, "c": 3.0, "d": None}
+
+
+def _fresh_lora():
+    from peft import LoraConfig, get_peft_model
+
+    from .conftest import TwoLayers
+
+    torch.manual_seed(0)
+    return get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder", "decoder"]))  # lora_B zero
+
+
+def _zeros(trace):
+    return {p.name: p.all_zero for site in trace.sites for p in site.params}
+
+
+def test_all_zero_is_read_only_beside_a_gradient_that_arrived_zero_and_from_the_start_values():
+    """lora_B starts at zero, so lora_A's first gradient is exactly zero: only then is all-zero asked, and it is
+    the value before the step's update (the optimizer's start copy), so the first step is normal."""
+    import lora_trace
+
+    model = _fresh_lora()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    x = torch.randn(4, 8)
+    with lora_trace.trace(model, optimizer=optimizer) as first:
+        model(x).backward()
+        optimizer.step()  # lora_B moves: its start value is the evidence
+    zeros = _zeros(first.trace)
+    assert {n for n, z in zeros.items() if z} == {n for n in zeros if ".lora_B." in n}
+    assert first.diagnosis.codes("info") == ("zero-grad-at-init",) and first.diagnosis.ok
+    optimizer.zero_grad()
+    with lora_trace.trace(model, optimizer=optimizer) as second:  # every gradient non-zero: nothing asked
+        model(x).backward()
+    assert set(_zeros(second.trace).values()) == {None} and second.diagnosis.ok
+
+
+def test_a_start_value_written_in_place_since_is_unknown_never_a_false_grad_zero():
+    """No optimizer given, but the step updates lora_B in place: its start value is gone, so all-zero stays
+    unknown and lora_A's zero gradient is no error."""
+    import lora_trace
+
+    model = _fresh_lora()
+    with lora_trace.trace(model) as tracer:
+        model(torch.randn(4, 8)).backward()
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if ".lora_B." in name:
+                    param.add_(1.0)
+    assert all(z is None for n, z in _zeros(tracer.trace).items() if ".lora_B." in n)
+    assert tracer.diagnosis.codes("error") == ()
