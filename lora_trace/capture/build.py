@@ -117,11 +117,16 @@ def _zeros_where_asked(rec: Recording, arrivals: tuple[GradArrival, ...]) -> tup
     sites = rec.found.sites
     if not zero:
         return sites
+    adapter_of = {p.name: p.adapter for site in sites for p in site.params}
     asked: set[str] = set()
-    for site in sites:
-        names = {p.name for p in site.params} | set(site.shared)
-        if names & zero:
-            asked |= names
+    for site in sites:  # the other factors of each adapter with a zero gradient (all, if two are zero)
+        groups: dict[str | None, list[str]] = {}
+        for name in (*(p.name for p in site.params), *site.shared):
+            groups.setdefault(adapter_of.get(name), []).append(name)
+        for group in groups.values():
+            hit = zero.intersection(group)
+            if hit:
+                asked.update(group if len(hit) > 1 else (n for n in group if n not in hit))
     params, start = dict(rec.found.lora_params()), rec.start
 
     def at_start(name: str) -> torch.Tensor | None:
@@ -130,7 +135,7 @@ def _zeros_where_asked(rec: Recording, arrivals: tuple[GradArrival, ...]) -> tup
             return kept
         return param if param is not None and start.versions.get(name) == param._version else None
 
-    return zeros_at_start(sites, asked, at_start)
+    return zeros_at_start(sites, asked, at_start, rec.found.memo)
 
 
 def _late_gradients(rec: Recording) -> dict[str, GradCounter]:

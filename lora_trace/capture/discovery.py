@@ -133,6 +133,7 @@ class Discovery:
     every: tuple[nn.Parameter, ...] = ()  # every parameter of the model once
     configured: tuple[tuple[str, nn.Module], ...] = ()  # modules holding a `peft_config` (read again at exit)
     adaptable: tuple[tuple[str, nn.Module], ...] = ()  # layers a tuner could adapt but does not
+    memo: dict[Any, Any] | None = None  # records kept with the layout between traces (no tensor, no module)
 
     @property
     def named(self) -> Named:
@@ -276,7 +277,7 @@ def _enclosing(named: Named, lora: dict[str, nn.Module], module_at: dict[int, in
                  and type(modules[name]).forward is not nn.Module.forward)
 
 
-def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, modules: list[nn.Module],
+def _resolve(root: nn.Module, layout: Layout, memo: dict[Any, Any] | None, modules: list[nn.Module],
              params: list[nn.Parameter | None]) -> Discovery:
     """The Discovery of this trace: the layout's positions read in the model's lists (`modules` in
     named_modules() order, `params` the walk's slots), the state read now (`memo`: the state records of the
@@ -293,4 +294,4 @@ def _resolve(root: nn.Module, layout: Layout, memo: dict[int, Any] | None, modul
                      tuple((layout.names[at], modules[at]) for at in layout.holders),
                      tuple(params[at] for at in layout.unique),
                      tuple((layout.names[at], modules[at]) for at in layout.configured),
-                     tuple((name, modules[at]) for name, at in layout.adaptable))
+                     tuple((name, modules[at]) for name, at in layout.adaptable), memo)

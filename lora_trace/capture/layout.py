@@ -116,7 +116,7 @@ class _Kept:
     param_ids: array
     slots: tuple[list[str], array]
     configs: tuple[Any, ...]
-    sites: dict[int, Any] = field(default_factory=dict)  # read_sites' memo: no tensor, no module
+    sites: dict[Any, Any] = field(default_factory=dict)  # the state records of read_sites and zeros_at_start
 
     def holds_for(self, shape: Shape) -> bool:
         return (array("Q", map(id, shape.modules)) == self.module_ids and shape.tree == self.tree
@@ -127,14 +127,14 @@ class _Kept:
 _KEPT: weakref.WeakKeyDictionary[nn.Module, _Kept] = weakref.WeakKeyDictionary()
 
 
-def kept_layout(root: nn.Module, shape: Shape) -> tuple[Layout, dict[int, Any]] | None:
+def kept_layout(root: nn.Module, shape: Shape) -> tuple[Layout, dict[Any, Any]] | None:
     """The layout kept from an earlier trace of `root`, if the model still has that shape, and the memo of
     the adapter state read at the last trace (records reused where the state reads the same)."""
     kept = _KEPT.get(root)
     return (kept.layout, kept.sites) if kept is not None and kept.holds_for(shape) else None
 
 
-def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> dict[int, Any]:
+def keep_layout(root: nn.Module, shape: Shape, layout: Layout) -> dict[Any, Any]:
     kept = _KEPT[root] = _Kept(layout, array("Q", map(id, shape.modules)), shape.types, shape.tree,
                                array("Q", map(id, shape.params)), shape.slots, shape.configs)
     return kept.sites

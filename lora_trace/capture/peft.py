@@ -210,7 +210,7 @@ def site_layouts(modules: dict[str, nn.Module], position: Callable[[nn.Parameter
 
 
 def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params: list[nn.Parameter],
-               memo: dict[int, tuple[Any, LoraSite]] | None = None) -> tuple[LoraSite, ...]:
+               memo: dict[Any, Any] | None = None) -> tuple[LoraSite, ...]:
     """Each layer's state now (active, merged, disabled, scalings, requires_grad); `layers` in the order of
     `layouts`, `params` the model's parameter list. `memo` (kept with a layout): the state read last time per
     layer and its record, reused when it reads the same. Which factors are all zero is read here only for
@@ -242,18 +242,34 @@ def read_sites(layouts: tuple[SiteLayout, ...], layers: list[nn.Module], params:
     return tuple(sites)
 
 
-def zeros_at_start(sites: tuple[LoraSite, ...], names: set[str],
-                   start_values: Callable[[str], torch.Tensor | None]) -> tuple[LoraSite, ...]:
+def zeros_at_start(sites: tuple[LoraSite, ...], names: set[str], start_values: Callable[[str], torch.Tensor | None],
+                   memo: dict[Any, Any] | None = None) -> tuple[LoraSite, ...]:
     """`sites` with all_zero filled for the parameters `names`, each from its value at the start of the step
-    (`start_values`: None where that value is no longer known: it stays unknown)."""
+    (`start_values`: None where that value is no longer known: it stays unknown). `memo` (kept with a layout):
+    the record filled last time for the same record and answers, reused."""
     wanted = [p.name for site in sites for p in site.params if p.name in names and p.all_zero is None]
     known = [(name, value) for name, value in zip(wanted, map(start_values, wanted), strict=True) if value is not None]
     if not known:
         return sites
     flags = dict(zip([name for name, _ in known], _all_zero_flags([value for _, value in known])[0], strict=True))
-    return tuple(site if not any(p.name in flags for p in site.params) else dataclasses.replace(
-        site, params=tuple(dataclasses.replace(p, all_zero=flags[p.name]) if p.name in flags else p
-                           for p in site.params)) for site in sites)
+    memo = memo if memo is not None else {}
+    filled = []
+    for site in sites:
+        answers = tuple(flags.get(p.name) for p in site.params)
+        kept = memo.get(("zeros", site.module))
+        if not any(p.name in flags for p in site.params):
+            filled.append(site)
+        elif kept is not None and kept[0] is site and kept[1] == answers:
+            filled.append(kept[2])
+        else:
+            memo[("zeros", site.module)] = (site, answers, _with_zeros(site, flags))
+            filled.append(memo[("zeros", site.module)][2])
+    return tuple(filled)
+
+
+def _with_zeros(site: LoraSite, flags: dict[str, bool | None]) -> LoraSite:
+    return dataclasses.replace(site, params=tuple(p if p.name not in flags else dataclasses.replace(
+        p, all_zero=flags[p.name]) for p in site.params))
 
 
 def _adapter_parameters(name: str, layer: nn.Module) -> Iterator[tuple[str, str, str, nn.Parameter]]:

@@ -61,3 +61,18 @@ def test_a_start_value_written_in_place_since_is_unknown_never_a_false_grad_zero
                     param.add_(1.0)
     assert all(z is None for n, z in _zeros(tracer.trace).items() if ".lora_B." in n)
     assert tracer.diagnosis.codes("error") == ()
+
+
+def test_filled_records_are_reused_between_traces_while_state_and_answers_are_the_same():
+    import lora_trace
+
+    model = _fresh_lora()
+    x = torch.randn(4, 8)
+    traces = []
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        with lora_trace.trace(model) as tracer:
+            model(x).backward()
+        traces.append(tracer.trace)
+    assert any(p.all_zero for site in traces[0].sites for p in site.params)  # lora_B, still zero
+    assert all(a is b for a, b in zip(traces[0].sites, traces[1].sites, strict=True))

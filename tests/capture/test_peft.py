@@ -30,3 +30,19 @@ def test_a_sharded_parameter_is_judged_on_its_shard_only(single_rank_group):
     params = [torch.nn.Parameter(distribute_tensor(torch.zeros(4, 2), mesh, [Shard(0)])),
               torch.nn.Parameter(distribute_tensor(torch.ones(4, 2), mesh, [Shard(0)])), torch.zeros(2)]
     assert _all_zero_flags(params) == ([None, None, True], [True, False, None])
+
+
+def test_zeros_at_start_changes_only_all_zero_and_keeps_every_other_field():
+    import dataclasses
+
+    from lora_trace.capture.peft import zeros_at_start
+    from lora_trace.core.records import LoraParam, LoraSite
+
+    params = (LoraParam("m.lora_A.x.weight", "x", "lora_A", 8, True, None),
+              LoraParam("m.lora_B.x.weight", "x", "lora_B", 8, False, None, shard_zero=True))
+    site = LoraSite("m", "speech", "Conv1d", ("x", "y"), ("x",), False, True, (("x", 2.0),), params, tuner="LoHa",
+                    shared=("other.lora_A.x.weight",))
+    values = {"m.lora_B.x.weight": torch.zeros(2, 4)}
+    (filled,) = zeros_at_start((site,), {"m.lora_B.x.weight"}, values.get)
+    assert filled == dataclasses.replace(site, params=(params[0], dataclasses.replace(params[1], all_zero=True)))
+    assert zeros_at_start((site,), {"m.lora_A.x.weight"}, values.get)[0] is site  # no start value: unknown
