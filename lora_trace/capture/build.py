@@ -60,7 +60,11 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
     reachability = walk(roots, found.param_names) if losses and not backward else None
     if not losses and not backward and complete:  # after a backward, the gradients that arrived are the evidence
         notes.append("note.no-loss")
-    arrivals = _arrivals(_late_gradients(rec) | _computed_only(rec) | rec.grads)
+    grads = _late_gradients(rec) | _computed_only(rec) | rec.grads
+    names = sorted(grads)
+    scalars = read_scalars([grads[name].norm for name in names] + [seen.value for seen in losses] + rec.labels_ignored)
+    labels = scalars[len(names) + len(losses):]
+    arrivals = _arrivals(grads, names, scalars[:len(names)])
     if any(a.norm is None for a in arrivals):
         notes.append("note.meta")
     region_calls, loss_fed_by = rec.flow.records(roots)
@@ -86,7 +90,8 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         regions_run=rec.flow.regions_in_order(),
         cuts=tuple(cuts),
         arrivals=arrivals,
-        losses=tuple(seen.info for seen in losses),
+        losses=tuple(seen.info if seen.value is None else dataclasses.replace(seen.info, value=value)
+                     for seen, value in zip(losses, scalars[len(names):len(names) + len(losses)], strict=True)),
         reachability=reachability,
         eval_modules=rec.eval_modules,
         optimizer=_optimizer_info(rec),
@@ -98,7 +103,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
         scaler_skipped=_scaler_skipped(rec),
         region_calls=region_calls,
         loss_fed_by=loss_fed_by,
-        labels_all_ignored=rec.labels_all_ignored,
+        labels_all_ignored=any(labels) if labels else None,
         error=f"{type(error).__name__}: {error}" if error is not None else None,
         raised_in_backward=error is not None and _inside_backward(error),
         micro_steps=tuple(MicroStep(synced, tuple(sorted(params))) for synced, params in rec.micro_steps),
@@ -163,23 +168,23 @@ def _changes(rec: Recording) -> tuple[StateChange, ...]:
                  for seen in sorted(rec.changes.values(), key=lambda s: s.order))
 
 
-def _norm_values(grads: dict[str, GradCounter], names: list[str]) -> dict[str, float | None]:
-    """Each norm as a number (None where unknown: no norm, or meta): one synchronisation per device, not one
-    per parameter."""
-    values: dict[str, float | None] = dict.fromkeys(names)
-    by_device: dict[torch.device, list[str]] = {}
-    for name in names:
-        norm = grads[name].norm
-        if norm is not None and norm.device.type != "meta":
-            by_device.setdefault(norm.device, []).append(name)
+def read_scalars(tensors: list[torch.Tensor | None]) -> list[float | None]:
+    """0-d tensors as numbers (None where unknown: none, or meta): one synchronisation per device for all the
+    gradient norms, loss values and label checks a step kept on its devices."""
+    values: list[float | None] = [None] * len(tensors)
+    by_device: dict[torch.device, list[int]] = {}
+    for at, tensor in enumerate(tensors):
+        if tensor is not None and tensor.device.type != "meta":
+            by_device.setdefault(tensor.device, []).append(at)
     for group in by_device.values():
-        values.update(zip(group, map(float, torch.stack([grads[n].norm for n in group]).tolist()), strict=True))
+        for at, value in zip(group, torch.stack([tensors[at] for at in group]).tolist(), strict=True):
+            values[at] = float(value)
     return values
 
 
-def _arrivals(grads: dict[str, GradCounter]) -> tuple[GradArrival, ...]:
-    names = sorted(grads)
-    values = _norm_values(grads, names)
+def _arrivals(grads: dict[str, GradCounter], names: list[str], norms: list[float | None]) -> tuple[GradArrival, ...]:
+    """`norms`: the norms read, in the order of `names`."""
+    values = dict(zip(names, norms, strict=True))
     arrivals = []
     for name in names:
         value, shard = values[name], grads[name].shard

@@ -21,9 +21,9 @@ from torch.utils.hooks import RemovableHandle
 from ..core.records import CutKind, ModuleCall, Phase, TensorMeta
 from . import locate
 from .gradients import GradientHooks
-from .losses import describe_loss, scalar_candidate
+from .losses import scalar_candidate
 from .peft import adapter_active, adapter_state
-from .recording import ChangeSeen, GradOffPlace, LossSeen, Recording
+from .recording import ChangeSeen, GradOffPlace, Recording, loss_seen
 from .regionflow import tensors_in
 from .watch import PathWatch
 
@@ -189,9 +189,8 @@ class StepHooks:
                 if isinstance(arg, dict) and isinstance(arg.get("labels"), torch.Tensor):
                     labels = arg["labels"]
         if isinstance(labels, torch.Tensor) and labels.device.type != "meta" and not labels.is_floating_point():
-            with self.paused():
-                ignored = bool((labels == -100).all())
-            self.rec.labels_all_ignored = ignored or bool(self.rec.labels_all_ignored)
+            with self.paused():  # read when the block ends: no synchronisation here
+                self.rec.labels_ignored.append((labels == -100).all())
 
     def _micro_step_hook(self, module: nn.Module, args: tuple) -> None:
         """A call of the model opens a micro-step; DDP's flag says whether its backward will all-reduce."""
@@ -244,7 +243,7 @@ class StepHooks:
         with self.paused():
             loss = scalar_candidate(output)
             if loss is not None:
-                self.rec.model_outputs.append(LossSeen(loss.grad_fn, describe_loss(loss, "model-output")))
+                self.rec.model_outputs.append(loss_seen(loss, "model-output"))
                 if loss.grad_fn is not None:
                     self._keep(loss.grad_fn.register_prehook(self._backward_hook))
 
@@ -253,5 +252,6 @@ class StepHooks:
 
     def _add_loss(self, tensor: torch.Tensor, source: str) -> None:
         """A tensor backward() or autograd.grad() starts from (the deep mode sees these calls)."""
-        self.rec.losses.append(LossSeen(tensor.grad_fn, describe_loss(tensor, source)))
+        with self.paused():
+            self.rec.losses.append(loss_seen(tensor, source))
         self.rec.backward_seen = True

@@ -42,8 +42,17 @@ def scalar_candidate(result: Any) -> torch.Tensor | None:
     return None
 
 
-def describe_loss(loss: torch.Tensor, source: str) -> LossInfo:
-    value = None
-    if loss.numel() == 1 and loss.device.type != "meta":
-        value = float(loss.detach().float().cpu())
-    return LossInfo(source, bool(loss.requires_grad), loss.grad_fn is not None, tuple(loss.shape), value)
+def describe_loss(loss: torch.Tensor, source: str, *, read: bool = True) -> LossInfo:
+    """What the loss was; its value read now (`read`: one device synchronisation) or left for the caller, who
+    keeps `loss_value` and reads every such value at once when the block ends."""
+    held = loss_value(loss) if read else None
+    return LossInfo(source, bool(loss.requires_grad), loss.grad_fn is not None, tuple(loss.shape),
+                    float(held) if held is not None else None)
+
+
+def loss_value(loss: torch.Tensor) -> torch.Tensor | None:
+    """The loss's value now, as a float32 copy left on its device (None where there is none to read)."""
+    if loss.numel() != 1 or loss.device.type == "meta":
+        return None
+    with torch.no_grad():
+        return loss.detach().reshape(()).to(torch.float32, copy=True)

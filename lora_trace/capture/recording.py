@@ -18,6 +18,7 @@ import torch
 from ..core.records import CutKind, LossInfo, ModuleCall
 from .discovery import Discovery
 from .locate import GradOffSite, Site
+from .losses import describe_loss, loss_value
 from .regionflow import RegionFlow
 from .watch import CutCandidate
 
@@ -59,7 +60,12 @@ class LossSeen:
     """A tensor the step treated as its loss, its autograd node (None without a graph) and what it was."""
 
     node: Any
-    info: LossInfo
+    info: LossInfo  # its value is read when the block ends, from `value`
+    value: torch.Tensor | None = None  # the loss's value, a copy on its device: no synchronisation in a hook
+
+
+def loss_seen(tensor: torch.Tensor, source: str) -> LossSeen:
+    return LossSeen(tensor.grad_fn, describe_loss(tensor, source, read=False), loss_value(tensor))
 
 
 @dataclass(slots=True)
@@ -102,7 +108,8 @@ class Recording:
     micro_steps: list[tuple[bool | None, dict[str, None]]] = field(default_factory=list)  # per model call:
     # DDP's sync flag, the adapter parameters whose gradient arrived after it
     sync_flag: Any = None  # () -> DDP's require_backward_grad_sync of the wrapper traced, or None
-    labels_all_ignored: bool | None = None
+    labels_ignored: list[torch.Tensor] = field(default_factory=list)  # per model call with integer `labels`:
+    # whether every label is -100 (a 0-d bool on the labels' device, read when the block ends)
     optimizer_steps: int = 0
     adaptable_run: dict[str, None] | None = None  # deep mode: adaptable modules that ran with grad on
     flow: RegionFlow = field(default_factory=RegionFlow)
@@ -132,6 +139,7 @@ class Recording:
         self.candidates = {}
         self.start = OptimizerStart({}, [], self.start.scale)
         self.losses = [LossSeen(None, seen.info) for seen in self.losses]
+        self.labels_ignored = []
 
 
 def grad_norm(grad: torch.Tensor) -> torch.Tensor:

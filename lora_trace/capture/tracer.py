@@ -18,8 +18,7 @@ from ..core.errors import TraceStateError
 from ..core.records import Trace
 from .discovery import Discovery, discover, is_compiled, unwrap, unwrap_optimizer
 from .hooks import StepHooks
-from .losses import describe_loss
-from .recording import LossSeen, Recording, adopted_start, optimizer_start
+from .recording import Recording, adopted_start, loss_seen, optimizer_start
 
 _TRACED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models being traced right now
 
@@ -164,7 +163,7 @@ class Tracer:
     def note_loss(self, tensor: torch.Tensor) -> None:
         """The step's loss when no backward will run from it (it has no grad_fn): still evidence."""
         if self._hooks is not None:
-            self._hooks.rec.losses.append(LossSeen(tensor.grad_fn, describe_loss(tensor, "step")))
+            self._hooks.rec.losses.append(loss_seen(tensor, "step"))
 
     def saw_backward(self) -> bool:
         """Whether backward already ran inside the block (a gradient arrived, or a backward call was seen)."""

@@ -1,17 +1,56 @@
 """Building the trace: gradient norms read with one synchronisation, whatever devices they sit on."""
 
 import torch
+from torch.overrides import TorchFunctionMode
 
-from lora_trace.capture.build import _norm_values
-from lora_trace.capture.recording import GradCounter
+from lora_trace.capture.build import read_scalars
 
 
-def test_norms_on_one_device_are_read_at_once_and_meta_or_missing_ones_stay_unknown():
-    one = {"a": GradCounter(1, torch.tensor(1.0)), "b": GradCounter(1, torch.tensor(0.0))}
-    assert _norm_values(one, sorted(one)) == {"a": 1.0, "b": 0.0}
-    mixed = {"a": GradCounter(1, torch.tensor(1.0)), "b": GradCounter(1, torch.tensor(2.0, device="meta")),
-             "c": GradCounter(1, torch.tensor(3.0)), "d": GradCounter(1, None)}
-    assert _norm_values(mixed, sorted(mixed)) == {"a": 1.0, "b": None, "c": 3.0, "d": None}
+def test_scalars_are_read_together_and_meta_or_missing_ones_stay_unknown():
+    assert read_scalars([torch.tensor(1.0), torch.tensor(0.0)]) == [1.0, 0.0]
+    mixed = [torch.tensor(1.0), torch.tensor(2.0, device="meta"), torch.tensor(3.0, dtype=torch.float64), None,
+             torch.tensor(True)]
+    assert read_scalars(mixed) == [1.0, None, 3.0, None, 1.0]
+
+
+class _Reads(TorchFunctionMode):
+    """Counts the calls that bring a tensor's value to the host: each one a device synchronisation on a GPU."""
+
+    READS = {torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.cpu}
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_traced_step_reads_values_to_the_host_once_however_many_model_calls_it_makes():
+    """Gradient norms, loss values and the label check stay on the device until the block ends: the reads do
+    not grow with micro-steps (no synchronisation in a forward or backward hook)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    import lora_trace
+
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=64)
+    model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                init_lora_weights=False))
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(0))
+    reads = []
+    for calls in (1, 3):
+        model.zero_grad(set_to_none=True)
+        with _Reads() as counted, lora_trace.trace(model) as tracer:
+            for _ in range(calls):
+                model(input_ids=ids, labels=ids).loss.backward()
+        reads.append(counted.count)
+        assert tracer.trace.losses[0].value > 0 and tracer.trace.labels_all_ignored is False
+    assert reads[0] == reads[1] <= 1, reads
 
 
 def _fresh_lora():
