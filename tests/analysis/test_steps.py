@@ -7,7 +7,7 @@ import lora_trace
 from lora_trace.analysis.steps import judge_steps
 
 
-def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3)):
+def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), schedule_inside=True):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -23,7 +23,10 @@ def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3)):
         with lora_trace.trace(model, optimizer=optimizer) as t:
             model(input_ids=ids, labels=ids).loss.backward()
             optimizer.step()
-        scheduler.step()
+            if schedule_inside:  # as the HF Trainer and Lightning step it: the block sees where it goes next
+                scheduler.step()
+        if not schedule_inside:
+            scheduler.step()
         optimizer.zero_grad()
         diagnoses.append(t.diagnosis)
     return diagnoses
@@ -57,6 +60,16 @@ def test_a_stateless_optimizer_cannot_tell_its_first_step_so_a_zero_rate_still_w
     assert steps[0].trace.optimizer.first_step is None
     assert [f.severity for f in steps[0].findings if f.code == "not-updated"] == ["warning"]
     assert [f for f in judge_steps(steps).findings if f.code == "not-updated"] == []  # K steps: a warm-up
+
+
+def test_a_warm_up_start_is_information_only_where_the_block_shows_the_rate_rising():
+    """Scheduled after the block, step 0 cannot show the warm-up rising (a schedule stuck at 0 looks the same):
+    a warning; K steps still see the warm-up."""
+    steps = _steps(lambda step: min(step, 1.0), schedule_inside=False)
+    assert [f.severity for f in steps[0].findings if f.code == "not-updated"] == ["warning"]
+    assert [f for f in judge_steps(steps).findings if f.code == "not-updated"] == []
+    stuck = _steps(lambda step: 0.0)  # num_training_steps=0 in a linear schedule: lr 0 for good
+    assert [f.severity for f in stuck[0].findings if f.code == "not-updated"] == ["warning"]
 
 
 def test_a_stall_after_a_warm_up_start_is_still_judged_across_steps():

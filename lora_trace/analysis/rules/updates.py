@@ -39,8 +39,9 @@ def check_updates(facts: Facts) -> list[Finding]:
 def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Finding:
     """Values that did not move. The learning rate is the one the update used (read as optimizer.step()
     started; a scheduler moves it right after). Zero at a warm-up's start (`initial_lr` > 0, what torch's
-    schedulers set) is expected for a step or two: a warning, never an error; information at the optimizer's
-    very first step (its state table was empty and is not now), which is how warm-ups from 0 begin."""
+    schedulers set) is expected for a step or two: a warning, never an error; information where the step shows
+    a warm-up beginning: the optimizer's very first step (its state table was empty and is not now) and the
+    schedule raised the rate above 0 by the block's end (a schedule stuck at 0 keeps the warning)."""
     trace = facts.trace
     lrs = list(optimizer.step_lrs if optimizer.step_lrs is not None else optimizer.lrs)
     zero_lr = any(lr == 0 for lr in lrs)
@@ -49,7 +50,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         lr != 0 or (first is not None and first > 0) for lr, first in zip(lrs, initial, strict=True))
     if trace.scaler_skipped:
         why, severity = "why.scaler", Severity.ERROR
-    elif warmup and optimizer.first_step:  # the optimizer's state shows it: a warm-up's very start
+    elif warmup and optimizer.first_step and all(  # its first step, and the schedule has started to rise
+            now > 0 for used, now in zip(lrs, optimizer.lrs, strict=True) if used == 0):
         why, severity = "why.warmup-start", Severity.INFO
     elif warmup:
         why, severity = "why.warmup", Severity.WARNING
