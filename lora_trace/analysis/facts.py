@@ -60,8 +60,19 @@ class Facts:
             # an optimizer step trained with nothing but these calls, and layers that ran only with grad off got
             # nothing from them (a backward that raised part way: what had not arrived yet proves nothing)
             trained = not self.trace.complete or self.trace.optimizer_steps > 0
-            return self.ran_grad_off_only - self.skipped if trained else frozenset()
+            return (self.ran_grad_off_only | self.stepped_without_grad) - self.skipped if trained else frozenset()
         return self.trainable - got - self.skipped
+
+    @cached_property
+    def stepped_without_grad(self) -> frozenset[str]:
+        """Trainable LoRA parameters the optimizer held and stepped, at a rate above 0 and not skipped by a
+        GradScaler, that got no gradient in the block and did not move: certain to have learned nothing, even
+        where no backward was seen (a loss outside the model, its path cut before it)."""
+        trace, optimizer = self.trace, self.trace.optimizer
+        if (optimizer is None or optimizer.updated is None or not trace.optimizer_steps or trace.scaler_skipped
+                or not optimizer.step_lrs or not all(lr > 0 for lr in optimizer.step_lrs)):
+            return frozenset()
+        return self.trainable.intersection(optimizer.params) - set(optimizer.updated) - self.arrived
 
     @cached_property
     def backward_interrupted(self) -> bool:

@@ -160,7 +160,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
     steps.append((say("s5"), "FAIL" if bad5 or not ran_grad else "ok", step5))
 
     if facts.got_grad is None and facts.starved:  # no backward: the step raised, or stepped without one
-        steps.append((say("s6"), "FAIL", [say("s6.grad-off-only", count=len(facts.starved))]))
+        off, stepped = facts.starved & facts.ran_grad_off_only, facts.starved - facts.ran_grad_off_only
+        steps.append((say("s6"), "FAIL", [say("s6.grad-off-only", count=len(off))] * bool(off)
+                      + [say("s6.stepped-without-grad", count=len(stepped))] * bool(stepped)))
     elif facts.got_grad is None:
         steps.append((say("s6"), "n/a", [say("s6.unknown")]))
     else:
