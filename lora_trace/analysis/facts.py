@@ -60,7 +60,8 @@ class Facts:
             # an optimizer step trained with nothing but these calls, and layers that ran only with grad off got
             # nothing from them (a backward that raised part way: what had not arrived yet proves nothing)
             trained = not self.trace.complete or self.trace.optimizer_steps > 0
-            return (self.ran_grad_off_only | self.stepped_without_grad) - self.skipped if trained else frozenset()
+            stepped = self.stepped_without_grad if got is None else frozenset()  # a backward cut short: its
+            return (self.ran_grad_off_only | stepped) - self.skipped if trained else frozenset()  # raise explains
         return self.trainable - got - self.skipped
 
     @cached_property
