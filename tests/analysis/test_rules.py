@@ -141,6 +141,8 @@ def test_a_warm_up_from_zero_is_a_warning_and_reads_the_lr_the_update_used():
     start = dataclasses.replace(warm, first_step=True)  # the optimizer's first step: a warm-up's very start
     finding = diagnose_trace(build([s], optimizer=start, optimizer_steps=1)).findings[0]
     assert (finding.code, finding.severity) == ("not-updated", "info") and "first step" in finding.message
+    grown = dataclasses.replace(start, lrs=(1e-4, 1e-4))  # a group added after the step: not compared
+    assert diagnose_trace(build([s], optimizer=grown, optimizer_steps=1)).findings[0].severity == "info"
     stuck = dataclasses.replace(start, lrs=(0.0,))  # still 0 at the block's end: a schedule that never rises
     assert diagnose_trace(build([s], optimizer=stuck, optimizer_steps=1)).findings[0].severity == "warning"
     cold_start = dataclasses.replace(cold, first_step=True)  # no schedule set that 0: still an error
