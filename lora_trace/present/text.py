@@ -172,6 +172,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
                                         zero=zero, none=len(facts.starved))]
         if facts.skipped:
             step6.append(say("s6.skipped", count=len(facts.skipped)))
+        unjudged = facts.trainable - facts.got_grad - facts.starved - facts.skipped
+        if facts.backward_interrupted and unjudged:  # not "got none": the raise stopped the backward first
+            step6.append(say("s6.interrupted", count=len(unjudged)))
         if len(trace.micro_steps) > 1:
             step6.append(_micro_steps(trace, facts, say))
         if not trace.backward:

@@ -67,3 +67,26 @@ def test_chinese_report_translates_every_finding():
     assert all("zh" in f.translations for f in run.findings)
     text = run.report(lang="zh")
     assert "根本原因: grad-disabled" in text and "修复：" in text and "Root cause" not in text
+
+
+def test_parameters_a_raising_backward_had_not_reached_are_not_counted_as_getting_none():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ..capture.conftest import TwoLayers
+
+    torch.manual_seed(0)
+    model = get_peft_model(TwoLayers(), LoraConfig(r=2, target_modules=["encoder", "decoder"],
+                                                   init_lora_weights=False))
+    inner = model.base_model.model
+
+    def stop(grad):
+        raise RuntimeError("a hook of the user's, between the layers")
+
+    with pytest.raises(RuntimeError), lora_trace.trace(model) as tracer:
+        h = torch.relu(inner.encoder(torch.randn(4, 8)))
+        h.register_hook(stop)
+        inner.head(torch.relu(inner.decoder(h))).pow(2).mean().backward()
+    report = tracer.diagnosis.report()
+    assert "2 of 4 trainable LoRA parameters got a gradient (0 exactly zero), 0 got none" in report
+    assert "backward raised part way: 2 trainable LoRA parameters had not got a gradient when it stopped" in report

@@ -74,6 +74,8 @@ REPORT: dict[str, dict[str, Any]] = {
                                 "zh": "没有反向传播到达：{count} 个可训练的 {kind} 参数只在禁用梯度时运行，因此无法得到梯度"},
     "report.s6.stepped-without-grad": {"en": "the optimizer stepped {count} trainable {kind} parameters that got no gradient in the block and did not move: whatever backward ran did not reach them",
                                        "zh": "优化器更新了 {count} 个在此代码块中没有得到梯度、数值也没有变化的可训练 {kind} 参数：运行的反向传播没有到达它们"},
+    "report.s6.interrupted": {"en": "backward raised part way: {count} trainable {kind} parameters had not got a gradient when it stopped (not judged)",
+                              "zh": "反向传播中途抛出异常：{count} 个可训练的 {kind} 参数在它停止时还没有得到梯度（不作判断）"},
     "report.s6.walk": {"en": "(no gradient reached any trainable parameter: judged by the autograd graph of the loss)",
                       "zh": "（没有梯度到达任何可训练参数：依据损失的计算图判断）"},
     "report.s7": {"en": "Encoding path by region",
