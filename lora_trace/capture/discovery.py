@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import operator
 from array import array
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 from ..core.errors import InvalidModelError
 from ..core.records import LoraSite, TargetEntry, TrainableBase
 from ..core.regions import region_of
-from .layout import Layout, Shape, keep_layout, kept_layout, walk
+from .layout import Layout, Shape, keep_layout, kept_layout, own_attribute, walk
 from .matching import candidate_modules
 from .peft import (
     Named,
@@ -189,7 +188,7 @@ def _own_listing(shape: Shape) -> bool:
     MultiheadAttention layer re-registers its base weights there, so its model must be listed by
     named_modules() at every trace, and no layout is kept."""
     return (any(cls.named_modules is not nn.Module.named_modules for cls in set(shape.types))
-            or any(map(operator.contains, map(vars, shape.modules), repeat("named_modules"))))  # in C
+            or any(own_attribute(shape.modules, "named_modules")))
 
 
 def _work_out(named: Named, shape: Shape) -> tuple[Layout, list[nn.Parameter]]:

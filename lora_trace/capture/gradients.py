@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .recording import GradCounter, Recording, grad_norm
+from .recording import WIDE_FLOATS, GradCounter, Recording, grad_norm
 
 
 def will_accumulate(param: torch.Tensor) -> bool:
@@ -35,7 +35,6 @@ def will_accumulate(param: torch.Tensor) -> bool:
 _GRAPH_TASK = getattr(torch._C, "_current_graph_task_id", None)  # which backward pass is running
 
 
-_WIDE = frozenset({torch.float32, torch.float64})  # summed in their own precision (see grad_norm)
 foreach_norm = torch._foreach_norm  # one call for many gradients of a device
 
 
@@ -109,7 +108,7 @@ class GradientHooks:
             grad = param.grad
             if grad is before and (grad is None or grad._version == version):
                 continue  # not accumulated
-            if type(grad) is torch.Tensor and grad.dtype in _WIDE and grad.layout == torch.strided:
+            if type(grad) is torch.Tensor and grad.dtype in WIDE_FLOATS and grad.layout == torch.strided:
                 dense.setdefault(grad.device, []).append((self._counted(name), grad))
             else:
                 self._count_accumulated(name, param)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import weakref
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain, compress, count, repeat
 from operator import attrgetter
@@ -72,10 +73,15 @@ def walk(root: nn.Module) -> Shape:
     return Shape(modules, types, (names, counts, ids), params, (slot_names, slot_counts), _configs(modules, types))
 
 
+def own_attribute(modules: list[nn.Module], name: str) -> Iterator[bool]:
+    """Whether each module's own __dict__ holds `name`, read by maps that run in C (thousands of modules)."""
+    return map(operator.contains, map(_DICT, modules), repeat(name))
+
+
 def _configs(modules: list[nn.Module], types: list[type]) -> tuple[tuple[int, tuple[tuple[str, str], ...]], ...]:
     """Each module holding PEFT configs and their text (an edited config changes the layout)."""
     on_class = {cls for cls in set(types) if config_on_class(cls)}
-    holders = list(compress(count(), map(operator.contains, map(_DICT, modules), repeat("peft_config"))))  # in C
+    holders = list(compress(count(), own_attribute(modules, "peft_config")))
     if on_class:
         holders = sorted(set(holders) | {at for at, cls in enumerate(types) if cls in on_class})
     found = []

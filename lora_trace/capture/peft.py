@@ -256,14 +256,13 @@ def zeros_at_start(sites: tuple[LoraSite, ...], names: set[str], start_values: C
     filled = []
     for site in sites:
         answers = tuple(flags.get(p.name) for p in site.params)
-        kept = memo.get(("zeros", site.module))
-        if not any(p.name in flags for p in site.params):
+        if answers.count(None) == len(answers):
             filled.append(site)
-        elif kept is not None and kept[0] is site and kept[1] == answers:
-            filled.append(kept[2])
-        else:
-            memo[("zeros", site.module)] = (site, answers, _with_zeros(site, flags))
-            filled.append(memo[("zeros", site.module)][2])
+            continue
+        kept = memo.get(("zeros", site.module))
+        if kept is None or kept[0] is not site or kept[1] != answers:
+            kept = memo[("zeros", site.module)] = (site, answers, _with_zeros(site, flags))
+        filled.append(kept[2])
     return tuple(filled)
 
 

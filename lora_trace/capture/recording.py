@@ -142,11 +142,14 @@ class Recording:
         self.labels_ignored = []
 
 
+WIDE_FLOATS = frozenset({torch.float32, torch.float64})  # a norm summed in their own precision
+
+
 def grad_norm(grad: torch.Tensor) -> torch.Tensor:
     """A gradient's L2 norm, summed in float32 or wider: narrower floats (fp16, bf16, float8) are widened,
     float64 and complex keep their precision. Every path that measures a gradient uses it, so a tiny one reads
     the same (zero or not) whichever hook saw it. Call under no_grad."""
-    if grad.dtype in (torch.float32, torch.float64) or grad.is_complex():
+    if grad.dtype in WIDE_FLOATS or grad.is_complex():
         return torch.linalg.vector_norm(grad)
     if grad.dtype in (torch.float16, torch.bfloat16):
         return torch.linalg.vector_norm(grad, dtype=torch.float32)

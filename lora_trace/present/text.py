@@ -161,8 +161,12 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
 
     if facts.got_grad is None and facts.starved:  # no backward: the step raised, or stepped without one
         off, stepped = facts.starved & facts.ran_grad_off_only, facts.starved - facts.ran_grad_off_only
-        steps.append((say("s6"), "FAIL", [say("s6.grad-off-only", count=len(off))] * bool(off)
-                      + [say("s6.stepped-without-grad", count=len(stepped))] * bool(stepped)))
+        step6 = []
+        if off:
+            step6.append(say("s6.grad-off-only", count=len(off)))
+        if stepped:
+            step6.append(say("s6.stepped-without-grad", count=len(stepped)))
+        steps.append((say("s6"), "FAIL", step6))
     elif facts.got_grad is None:
         steps.append((say("s6"), "n/a", [say("s6.unknown")]))
     else:
