@@ -42,7 +42,8 @@ def _schedule_across(diagnoses: list[Diagnosis], findings: dict[tuple[str, str |
     if warned is None or warned.severity == Severity.ERROR.value:
         return
     updated = [bool(d.trace.optimizer and d.trace.optimizer.updated) for d in diagnoses]
-    stalled = [any(f.code == Code.NOT_UPDATED.value for f in d.findings) for d in diagnoses]
+    stalled = [any(f.code == Code.NOT_UPDATED.value and not f.evidence.get("rounded") for f in d.findings)
+               for d in diagnoses]
     first_stall = next((i for i in range(len(diagnoses)) if stalled[i] and any(updated[:i])), None)
     if first_stall is not None:  # a stall after an update (a warm-up's own start may come before both)
         last = next(i for i in range(first_stall - 1, -1, -1) if updated[i])

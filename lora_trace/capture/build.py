@@ -25,7 +25,8 @@ from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
 from .peft import peft_configs, zeros_at_start
-from .recording import GradCounter, Recording, grad_norm, holds_no_state
+from .recording import GradCounter, Recording, grad_norm, holds_no_state, local_shard
+from .rounding import rounded_away
 
 
 @functools.cache
@@ -94,7 +95,7 @@ def build_trace(rec: Recording, *, complete: bool, error: BaseException | None) 
                      for seen, value in zip(losses, scalars[len(names):len(names) + len(losses)], strict=True)),
         reachability=reachability,
         eval_modules=rec.eval_modules,
-        optimizer=_optimizer_info(rec),
+        optimizer=_optimizer_info(rec, arrivals),
         backward=backward,
         targets=found.targets,
         adaptable_run=None if rec.adaptable_run is None else tuple(rec.adaptable_run),
@@ -150,7 +151,7 @@ def _late_gradients(rec: Recording) -> dict[str, GradCounter]:
         now = param.grad
         if now is None or (now is grad and now._version == version):
             continue
-        local = now.to_local() if hasattr(now, "to_local") else now
+        local = local_shard(now)
         with torch.no_grad():
             late[name] = GradCounter(1, grad_norm(local.detach()), local is not now)
     return late
@@ -232,18 +233,19 @@ def _watch_cuts(rec: Recording) -> list[Cut]:
     return cuts
 
 
-def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
+def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> OptimizerInfo | None:
     optimizer, found = rec.optimizer, rec.found
     if optimizer is None:
         return None
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     params = tuple(sorted(name for key, name in found.param_names.items() if key in held))
-    updated = None
+    updated = rounded = None
     if rec.start.values:
         current = dict(found.lora_params())
         with torch.no_grad():
             updated = tuple(sorted(n for n, before in rec.start.values.items()
-                                   if not torch.equal(_local(before), _local(current[n].detach()))))
+                                   if not torch.equal(local_shard(before), local_shard(current[n].detach()))))
+            rounded = rounded_away(rec, set(rec.start.values) - set(updated), arrivals)
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)
     if rec.start.stateless is False:
@@ -251,17 +253,12 @@ def _optimizer_info(rec: Recording) -> OptimizerInfo | None:
     elif rec.start.stateless and rec.optimizer_steps and holds_no_state(optimizer) is False:
         first = True
     return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
-                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first)
+                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded or ())
 
 
 def _inside_backward(error: BaseException) -> bool:
     """Whether the exception came out of autograd's engine (backward() or autograd.grad() was running)."""
     return any(frame.name == "_engine_run_backward" for frame in traceback.extract_tb(error.__traceback__))
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a DTensor (comparing DTensors would run a collective), or the tensor itself."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def _scaler_skipped(rec: Recording) -> bool | None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .recording import WIDE_FLOATS, GradCounter, Recording, grad_norm
+from .recording import WIDE_FLOATS, GradCounter, Recording, grad_norm, local_shard
 
 
 def will_accumulate(param: torch.Tensor) -> bool:
@@ -167,7 +167,7 @@ class GradientHooks:
         by the user are not the step's gradient); None where it cannot be taken (a vmap-batched gradient of
         is_grads_batched=True): a hook never raises into the user's backward."""
         try:
-            local = grad.to_local() if hasattr(grad, "to_local") else grad
+            local = local_shard(grad)
             with self.paused():  # detach is what the watch looks for: ours is not the user's
                 return self._quiet_norm(local.detach()), local is not grad
         except Exception:  # noqa: BLE001

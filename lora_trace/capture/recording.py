@@ -145,6 +145,11 @@ class Recording:
 WIDE_FLOATS = frozenset({torch.float32, torch.float64})  # a norm summed in their own precision
 
 
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (reading a whole DTensor would run a collective), or the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def grad_norm(grad: torch.Tensor) -> torch.Tensor:
     """A gradient's L2 norm, summed in float32 or wider: narrower floats (fp16, bf16, float8) are widened,
     float64 and complex keep their precision. Every path that measures a gradient uses it, so a tiny one reads

@@ -195,6 +195,8 @@ class OptimizerInfo:
     frozen: int = 0  # parameters in its groups with requires_grad=False (never updated; harmless)
     first_step: bool | None = None  # it held no state before this step and some after: its first step (None:
     # a kind that keeps no state, as SGD without momentum, or no step ran: it cannot tell)
+    rounded: tuple[str, ...] = ()  # held, not moved, a gradient arrived: but lr x its norm is under half the float
+    # spacing of every value, so a gradient step was rounded away (a factor whose partner is still near zero)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,3 +76,36 @@ def test_a_stall_after_a_warm_up_start_is_still_judged_across_steps():
     steps = _steps(lambda step: [0.0, 1.0, 0.0, 0.0][step])  # info at step 0 must not hide the stall at step 2
     (finding,) = [f for f in judge_steps(steps).findings if f.code == "not-updated"]
     assert finding.severity == "error" and finding.evidence["first_stalled_step"] == 2
+
+
+def test_a_gradient_step_below_the_float_spacing_is_information_not_a_skipped_step():
+    """Plain SGD moves a factor by lr x gradient; while its partner is near zero that gradient is ~1e-9 and the
+    step rounds away in float32. Said as information (the false 'skipped step' error before); K steps: nothing."""
+    steps = _steps(lambda step: min(step, 1.0), lambda params: torch.optim.SGD(params, lr=1e-3), schedule_inside=False)
+    (finding,) = [f for f in steps[2].findings if f.code == "not-updated"]
+    assert finding.severity == "info" and "rounded away" in finding.message and finding.evidence["rounded"]
+    assert steps[2].trace.optimizer.rounded and not [f for f in judge_steps(steps).findings if f.code == "not-updated"]
+
+
+def test_a_gradient_removed_before_the_step_is_still_an_error_under_plain_sgd():
+    """The rounding test reads the gradient that arrived: one the user's code drops before optimizer.step() would
+    have moved the values, so the error stands."""
+    steps = _steps(lambda step: 1.0, lambda params: _DropsOneGradient(params, lr=0.5))
+    (finding,) = [f for f in steps[2].findings if f.code == "not-updated"]
+    assert finding.severity == "error" and steps[2].trace.optimizer.rounded == ()
+
+
+class _DropsOneGradient(torch.optim.SGD):
+    def step(self, closure=None):
+        self.param_groups[0]["params"][0].grad = None  # a lora_A with a real gradient (lora_B moved it by now)
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("optimizer, rounded", [
+    (lambda params: torch.optim.SGD(params, lr=1e-3, momentum=0.9), True),  # steps by its buffer: judged
+    (lambda params: torch.optim.AdamW(params, lr=1e-3), False),  # normalises: tiny gradients move, never judged
+])
+def test_only_an_optimizer_that_steps_by_the_gradient_or_its_buffer_is_judged_for_rounding(optimizer, rounded):
+    steps = _steps(lambda step: min(step, 1.0), optimizer, schedule_inside=False)
+    assert bool(steps[2].trace.optimizer.rounded) is rounded
+    assert "error" not in [f.severity for f in steps[2].findings if f.code == "not-updated"]

@@ -115,3 +115,4 @@ def test_filled_records_are_reused_between_traces_while_state_and_answers_are_th
         traces.append(tracer.trace)
     assert any(p.all_zero for site in traces[0].sites for p in site.params)  # lora_B, still zero
     assert all(a is b for a, b in zip(traces[0].sites, traces[1].sites, strict=True))
+

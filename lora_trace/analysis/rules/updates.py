@@ -29,10 +29,18 @@ def check_updates(facts: Facts) -> list[Finding]:
         return findings
     arrivals = {a.param: a for a in trace.arrivals}
     held = set(optimizer.params)
-    stale = sorted(p for p in facts.trainable & held
+    still = sorted(p for p in facts.trainable & held
                    if p in arrivals and arrivals[p].zero is False and p not in optimizer.updated)
+    stale = [p for p in still if p not in optimizer.rounded]
     if stale:
         findings.append(_not_updated(facts, optimizer, stale))
+    if rounded := [p for p in still if p in optimizer.rounded]:
+        modules = facts.modules_of(rounded)
+        findings.append(make_finding(
+            Code.NOT_UPDATED, Severity.INFO, text("not-updated.rounded", params=len(rounded), modules=listing(modules),
+                                                  kind=facts.kind_of(modules)),
+            text("not-updated.rounded.fix"), modules=modules, regions=facts.regions_of(modules),
+            evidence={"stale_params": len(rounded), "rounded": True, "steps": trace.optimizer_steps}))
     return findings
 
 
