@@ -63,9 +63,12 @@ class StepHooks:
             if rec.deep:  # which wrapper's forward is running: only the deep mode's watch asks
                 keep(layer.register_forward_pre_hook(self._pre_hook(name), with_kwargs=True))
             keep(layer.register_forward_hook(self._post_hook(name), with_kwargs=True, always_call=True))
+        tuners = {id(tuner) for tuner in rec.found.tuners.values()}
         for region, module in rec.found.regions.items():
-            keep(module.register_forward_pre_hook(rec.flow.pre_hook(region), with_kwargs=True))
-            keep(module.register_forward_hook(rec.flow.post_hook(region), with_kwargs=True, always_call=True))
+            # a PEFT tuner's region: PeftModel.forward calls the model it wraps directly, not the tuner
+            for entry in (module, module.model) if id(module) in tuners else (module,):
+                keep(entry.register_forward_pre_hook(rec.flow.pre_hook(region), with_kwargs=True))
+                keep(entry.register_forward_hook(rec.flow.post_hook(region), with_kwargs=True, always_call=True))
         self._watch_enclosing()
         keep(rec.found.root.register_forward_hook(self._root_hook))
         keep(rec.found.root.register_forward_pre_hook(self._labels_hook, with_kwargs=True))

@@ -56,8 +56,12 @@ class RegionFlow:
 
     def pre_hook(self, region: str):  # noqa: ANN201
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            parent = next((seq for seq in reversed(self._open) if seq >= 0), None)
+            if parent is not None and self._calls[parent].region == region:
+                self._open.append(-1)  # the same region entered again (a PEFT tuner, then the model it wraps)
+                return
             tensors = tensors_in((args, kwargs), 16, floating_only=True)
-            call = _Call(len(self._calls), region, self._open[-1] if self._open else None, torch.is_grad_enabled())
+            call = _Call(len(self._calls), region, parent, torch.is_grad_enabled())
             call.inputs = [t.grad_fn for t in tensors if t.grad_fn is not None]
             call.has_float_input_without_graph = any(t.grad_fn is None for t in tensors)
             self._calls.append(call)
@@ -67,7 +71,8 @@ class RegionFlow:
 
     def post_hook(self, region: str):  # noqa: ANN201
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            if not self._open:
+            if not self._open or self._open[-1] < 0:
+                del self._open[-1:]
                 return
             call = self._calls[self._open.pop()]
             call.outputs = [t.grad_fn for t in tensors_in(output, 16, floating_only=True) if t.grad_fn is not None]

@@ -34,9 +34,13 @@ class _Say:
 
 
 def _micro_steps(trace: Any, facts: Facts, say: _Say) -> str:
-    """An accumulation window, call by call: how many gradients arrived after each, which calls DDP synced."""
+    """Several calls of the model, call by call: how many gradients arrived after each, which calls DDP synced.
+    Gradients after more than one call are an accumulation window; after the last only, one backward over all
+    the calls' outputs (a contrastive or paired loss) or earlier backward passes that reached no adapter."""
     counts = ", ".join(str(len(set(m.params) & facts.trainable)) for m in trace.micro_steps)
     synced = [m.synced for m in trace.micro_steps]
+    if sum(1 for m in trace.micro_steps if m.params) <= 1:
+        return say("s6.micro.last", calls=len(synced), counts=counts, trainable=len(facts.trainable))
     if None in synced:
         return say("s6.micro", calls=len(synced), counts=counts, trainable=len(facts.trainable))
     return say("s6.micro.ddp", calls=len(synced), counts=counts, trainable=len(facts.trainable),

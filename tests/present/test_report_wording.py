@@ -86,3 +86,34 @@ def test_the_steps_name_the_tuner_the_model_uses():
     assert "LoHa 层" in zh and "LoRA" not in zh, zh
     page = t.diagnosis._repr_html_()
     assert "LoHa layers" in page and "LoRA" not in page.replace("lora-trace", "")
+
+
+def _paired():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    return get_peft_model(model, LoraConfig(r=2, target_modules=["0", "2"]))
+
+
+def test_two_calls_before_one_backward_are_not_called_an_accumulation_window():
+    """A contrastive step encodes two batches, then one loss: gradients arrive after the last call only. Three
+    backward passes, one per call, are the accumulation window."""
+    model = _paired()
+    with lora_trace.trace(model) as paired:
+        a, b = model(torch.randn(3, 8)), model(torch.randn(3, 8))
+        torch.nn.functional.cross_entropy(a @ b.T, torch.arange(3)).backward()
+    assert "2 calls of the model, gradients arrived after the last only: 0, 4 of 4" in paired.diagnosis.report()
+    assert "accumulation window" not in paired.diagnosis.report()
+    with lora_trace.trace(model) as window:
+        for _ in range(3):
+            model(torch.randn(3, 8)).sum().backward()
+    assert "3 calls of the model (an accumulation window); gradients arrived after each: 4, 4, 4" in \
+        window.diagnosis.report()
+
+
+def test_a_model_peft_wraps_without_a_task_type_is_traversed_where_its_layers_ran():
+    """PeftModel.forward calls the wrapped model directly, not the tuner that names its region: the region ran."""
+    model = _paired()
+    with lora_trace.trace(model) as tracer:
+        model(torch.randn(3, 8)).sum().backward()
+    assert tracer.trace.regions_run == ("base_model",)
+    assert "base_model: holds 2 LoRA layers, traversed, 2 run with grad" in tracer.diagnosis.report()
