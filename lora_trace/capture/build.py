@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import math
 import traceback
+from collections.abc import Callable
 
 import torch
 
@@ -169,6 +170,24 @@ def _changes(rec: Recording) -> tuple[StateChange, ...]:
                  for seen in sorted(rec.changes.values(), key=lambda s: s.order))
 
 
+def moved(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+          on_host: Callable[[torch.Tensor], bool] = lambda tensor: tensor.device.type == "cpu") -> tuple[str, ...]:
+    """The names whose value before and after differ (NaN differs from itself, as torch.equal has it). On the
+    CPU torch.equal answers each at once; on a device each answer would be a synchronisation, so the
+    differences are kept as 0-d flags and read together (one synchronisation per device)."""
+    names, flags, changed = [], [], []
+    for name, (before, after) in pairs.items():
+        before, after = local_shard(before), local_shard(after)
+        if on_host(before):
+            if not torch.equal(before, after):
+                changed.append(name)
+        else:
+            names.append(name)
+            flags.append(torch.ne(before, after).any() if before.shape == after.shape else None)
+    changed += [name for name, flag in zip(names, read_scalars(flags), strict=True) if flag != 0.0]
+    return tuple(sorted(changed))
+
+
 def read_scalars(tensors: list[torch.Tensor | None]) -> list[float | None]:
     """0-d tensors as numbers (None where unknown: none, or meta): one synchronisation per device for all the
     gradient norms, loss values and label checks a step kept on its devices."""
@@ -243,8 +262,7 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
     if rec.start.values:
         current = dict(found.lora_params())
         with torch.no_grad():
-            updated = tuple(sorted(n for n, before in rec.start.values.items()
-                                   if not torch.equal(local_shard(before), local_shard(current[n].detach()))))
+            updated = moved({n: (before, current[n].detach()) for n, before in rec.start.values.items()})
             rounded = rounded_away(rec, set(rec.start.values) - set(updated), arrivals)
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)

@@ -116,3 +116,15 @@ def test_filled_records_are_reused_between_traces_while_state_and_answers_are_th
     assert any(p.all_zero for site in traces[0].sites for p in site.params)  # lora_B, still zero
     assert all(a is b for a, b in zip(traces[0].sites, traces[1].sites, strict=True))
 
+
+
+def test_values_that_moved_are_the_same_whether_compared_at_once_or_as_flags_read_together():
+    from lora_trace.capture.build import moved
+
+    start = torch.tensor([1.0, float("nan")])
+    pairs = {"same": (torch.ones(3), torch.ones(3)), "moved": (torch.ones(3), torch.tensor([1.0, 2.0, 1.0])),
+             "nan": (start, start.clone()), "reshaped": (torch.ones(2, 2), torch.ones(4))}
+    assert moved(pairs) == ("moved", "nan", "reshaped")
+    with _Reads() as reads:  # the device path: one read for all, not one per parameter
+        assert moved(pairs, on_host=lambda tensor: False) == ("moved", "nan", "reshaped")
+    assert reads.count == 1
