@@ -99,8 +99,9 @@ class StepHooks:
 
     # -- LoRA layers -----------------------------------------------------------------------------------
     def _pre_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            self.rec.open_wrappers.append(name)
+        def hook(module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+            if kwargs is not None:  # None: removed while its module's call was starting (see _labels_hook)
+                self.rec.open_wrappers.append(name)
 
         return hook
 
@@ -185,7 +186,12 @@ class StepHooks:
         return hook
 
     # -- the model, the optimizer, the gradients -------------------------------------------------------
-    def _labels_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _labels_hook(self, module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+        """Whether every label of this call is ignored. Called without kwargs when this trace was closed by a
+        global pre-hook of the same call (`lora-trace run` ending a step as the next starts): torch had
+        listed the hook before its removal and no longer finds it among the kwargs hooks. Nothing to do then."""
+        if kwargs is None:
+            return
         labels = kwargs.get("labels")
         if labels is None:
             for arg in args:

@@ -55,7 +55,9 @@ class RegionFlow:
         self._clock = 0
 
     def pre_hook(self, region: str):  # noqa: ANN201
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        def hook(module: nn.Module, args: tuple, kwargs: dict | None = None) -> None:
+            if kwargs is None:  # removed while its module's call was starting (hooks.StepHooks._labels_hook)
+                return
             parent = next((seq for seq in reversed(self._open) if seq >= 0), None)
             if parent is not None and self._calls[parent].region == region:
                 self._open.append(-1)  # the same region entered again (a PEFT tuner, then the model it wraps)

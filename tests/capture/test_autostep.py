@@ -172,3 +172,28 @@ def test_a_model_called_inside_another_traced_one_gives_one_run_the_outer_one():
     (_, (diagnosis,)), = seen
     assert diagnosis.trace.model_class == "PeftModelForCausalLM" or diagnosis.trace.model_class == "PeftModel"
     assert diagnosis.ok, diagnosis.report()
+
+
+def test_a_step_closed_as_the_next_starts_does_not_break_that_call():
+    """An optimizer that holds none of the adapter (built before get_peft_model) never ends the step, so the
+    next forward's global pre-hook closes it: torch has listed the closed trace's kwargs hooks for that call
+    already and calls them without kwargs. That raised a TypeError in the user's script."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    base = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=2, intermediate_size=64, vocab_size=64))
+    optimizer = torch.optim.AdamW(base.parameters(), lr=1e-3)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    finder, seen = _finder(steps=2)
+    try:
+        for _ in range(3):
+            model(input_ids=_ids(), labels=_ids()).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        finder.finish(None)
+    assert [step for step, _ in seen] == [0, 1]
+    for _, (diagnosis,) in seen:
+        assert diagnosis.trace.error is None and "not-in-optimizer" in diagnosis.codes("error")
