@@ -66,12 +66,13 @@ class Facts:
 
     @cached_property
     def stepped_without_grad(self) -> frozenset[str]:
-        """Trainable LoRA parameters the optimizer held and stepped, at a rate above 0 and not skipped by a
-        GradScaler, that got no gradient in the block and did not move: certain to have learned nothing, even
-        where no backward was seen (a loss outside the model, its path cut before it)."""
+        """Trainable LoRA parameters the optimizer held and stepped, at a rate above 0 (or one it computes itself:
+        Adafactor's relative step) and not skipped by a GradScaler, that got no gradient in the block and did not
+        move: certain to have learned nothing, even where no backward was seen (a loss outside the model, its
+        path cut before it)."""
         trace, optimizer = self.trace, self.trace.optimizer
         if (optimizer is None or optimizer.updated is None or not trace.optimizer_steps or trace.scaler_skipped
-                or not optimizer.step_lrs or not all(lr > 0 for lr in optimizer.step_lrs)):
+                or not optimizer.step_lrs or any(lr is not None and lr <= 0 for lr in optimizer.step_lrs)):
             return frozenset()
         return self.trainable.intersection(optimizer.params) - set(optimizer.updated) - self.arrived
 

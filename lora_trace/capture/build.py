@@ -26,7 +26,7 @@ from .autograd import walk
 from .discovery import Discovery
 from .losses import describe_loss
 from .peft import peft_configs, zeros_at_start
-from .recording import GradCounter, Recording, grad_norm, holds_no_state, local_shard
+from .recording import GradCounter, Recording, grad_norm, group_rate, holds_no_state, local_shard
 from .rounding import rounded_away
 
 
@@ -270,7 +270,7 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
         first = False
     elif rec.start.stateless and rec.optimizer_steps and holds_no_state(optimizer) is False:
         first = True
-    return OptimizerInfo(params, tuple(float(g.get("lr", 0.0)) for g in optimizer.param_groups), updated,
+    return OptimizerInfo(params, tuple(group_rate(g) for g in optimizer.param_groups), updated,
                          rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded or ())
 
 

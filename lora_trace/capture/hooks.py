@@ -23,7 +23,7 @@ from . import locate
 from .gradients import GradientHooks
 from .losses import scalar_candidate
 from .peft import adapter_active, adapter_state
-from .recording import ChangeSeen, GradOffPlace, Recording, loss_seen
+from .recording import ChangeSeen, GradOffPlace, Recording, group_rate, loss_seen
 from .regionflow import tensors_in
 from .watch import PathWatch
 
@@ -220,8 +220,8 @@ class StepHooks:
         """The learning rates the update uses (a scheduler may change them right after the step)."""
         if self.rec.step_lrs is None:
             groups = optimizer.param_groups
-            self.rec.step_lrs = tuple(float(g.get("lr", 0.0)) for g in groups)
-            self.rec.initial_lrs = tuple(float(g["initial_lr"]) if "initial_lr" in g else None for g in groups)
+            self.rec.step_lrs = tuple(group_rate(g) for g in groups)
+            self.rec.initial_lrs = tuple(group_rate(g, "initial_lr") for g in groups)
 
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.rec.optimizer_steps += 1

@@ -119,7 +119,7 @@ class Recording:
     enclosing: tuple[str, ...] = ()  # modules enclosing adapter layers whose calls are watched (one-shot hooks)
     enclosing_types: tuple[str, ...] = ()  # their classes
     enclosing_called: dict[str, None] = field(default_factory=dict)  # those called at least once
-    step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran
+    step_lrs: tuple[float | None, ...] | None = None  # each group's lr when optimizer.step() first ran
     initial_lrs: tuple[float | None, ...] = ()
 
     def backward_ran(self) -> bool:
@@ -143,6 +143,16 @@ class Recording:
 
 
 WIDE_FLOATS = frozenset({torch.float32, torch.float64})  # a norm summed in their own precision
+
+
+def group_rate(group: dict, key: str = "lr") -> float | None:
+    """A param group's rate as a number: None where it has none (transformers' Adafactor with relative_step
+    computes its own) or holds something that is not one. Read inside the user's optimizer.step(): never raises."""
+    value = group.get(key)
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def local_shard(tensor: torch.Tensor) -> torch.Tensor:

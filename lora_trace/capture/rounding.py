@@ -32,7 +32,7 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
             continue
         param = current[name]
         lr, decay = rates.get(id(param), (0.0, 0.0))
-        if lr <= 0:
+        if lr is None or lr <= 0:
             continue  # at lr 0 (or a normalising optimizer's group) the rate is the reason
         held = [v for v in optimizer.state.get(param, {}).values() if isinstance(v, torch.Tensor)]
         if step_rounds_away(local_shard(rec.start.values[name]), [param.grad, *held], arrival.norm, lr, decay):

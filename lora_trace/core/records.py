@@ -188,9 +188,9 @@ class TrainableBase:
 @dataclass(frozen=True, slots=True)
 class OptimizerInfo:
     params: tuple[str, ...]  # LoRA parameters held by some param group
-    lrs: tuple[float, ...]
+    lrs: tuple[float | None, ...]  # None: a group without a numeric lr (Adafactor's relative step)
     updated: tuple[str, ...] | None = None  # LoRA parameters whose value changed over the step
-    step_lrs: tuple[float, ...] | None = None  # each group's lr when optimizer.step() first ran (None: no step)
+    step_lrs: tuple[float | None, ...] | None = None  # each group's lr when optimizer.step() first ran (None: no step)
     initial_lrs: tuple[float | None, ...] = ()  # each group's `initial_lr`, set by a torch lr scheduler
     frozen: int = 0  # parameters in its groups with requires_grad=False (never updated; harmless)
     first_step: bool | None = None  # it held no state before this step and some after: its first step (None:

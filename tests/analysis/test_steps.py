@@ -16,16 +16,16 @@ def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), 
                          intermediate_size=64, vocab_size=64)
     model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     optimizer = optimizer([p for p in model.parameters() if p.requires_grad])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor) if factor else None  # None: no schedule
     diagnoses = []
     for step in range(3):
         ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(step))
         with lora_trace.trace(model, optimizer=optimizer) as t:
             model(input_ids=ids, labels=ids).loss.backward()
             optimizer.step()
-            if schedule_inside:  # as the HF Trainer and Lightning step it: the block sees where it goes next
-                scheduler.step()
-        if not schedule_inside:
+            if schedule_inside and scheduler:  # as the HF Trainer and Lightning step it: the block sees where
+                scheduler.step()  # it goes next
+        if not schedule_inside and scheduler:
             scheduler.step()
         optimizer.zero_grad()
         diagnoses.append(t.diagnosis)
@@ -109,3 +109,13 @@ def test_only_an_optimizer_that_steps_by_the_gradient_or_its_buffer_is_judged_fo
     steps = _steps(lambda step: min(step, 1.0), optimizer, schedule_inside=False)
     assert bool(steps[2].trace.optimizer.rounded) is rounded
     assert "error" not in [f.severity for f in steps[2].findings if f.code == "not-updated"]
+
+
+def test_an_optimizer_that_computes_its_own_rate_is_traced_and_judged_without_one():
+    """transformers' Adafactor with relative_step keeps lr=None in its groups: reading it as a number raised
+    inside the user's optimizer.step(). Its rate is unknown, not 0: no lr-zero claim, the update still judged."""
+    from transformers.optimization import Adafactor
+
+    steps = _steps(None, lambda params: Adafactor(params, lr=None, relative_step=True, warmup_init=True))
+    assert all(d.trace.error is None and d.trace.optimizer.step_lrs == (None,) for d in steps)
+    assert steps[2].trace.optimizer.updated and not judge_steps(steps).codes("error")

@@ -57,7 +57,7 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     warmup = zero_lr and len(initial) == len(lrs) and all(
         lr != 0 or (first is not None and first > 0) for lr, first in zip(lrs, initial, strict=True))
     # each group at 0 in the update is above 0 at the block's end (a group added after the step: not compared)
-    rising = all(now > 0 for used, now in zip(lrs, optimizer.lrs, strict=False) if used == 0)
+    rising = all(now is not None and now > 0 for used, now in zip(lrs, optimizer.lrs, strict=False) if used == 0)
     if trace.scaler_skipped:
         why, severity = "why.scaler", Severity.ERROR
     elif warmup and optimizer.first_step and rising:  # its first step, and the schedule has started to rise
