@@ -271,7 +271,8 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
     elif rec.start.stateless and rec.optimizer_steps and holds_no_state(optimizer) is False:
         first = True
     return OptimizerInfo(params, tuple(group_rate(g) for g in optimizer.param_groups), updated,
-                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded or ())
+                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded or (),
+                         no_grad_at_step=rec.no_grad_at_step or ())
 
 
 def _inside_backward(error: BaseException) -> bool:

@@ -222,6 +222,8 @@ class StepHooks:
             groups = optimizer.param_groups
             self.rec.step_lrs = tuple(group_rate(g) for g in groups)
             self.rec.initial_lrs = tuple(group_rate(g, "initial_lr") for g in groups)
+            if self.rec.backward_seen:  # gradients arrived before this update: which ones are gone now
+                self.rec.no_grad_at_step = tuple(name for name, p in self.rec.found.lora_params() if p.grad is None)
 
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.rec.optimizer_steps += 1

@@ -166,8 +166,8 @@ class Monitor:
         zero_lr = [names[i] for i, lr in enumerate(lrs) if lr is not _NOT_HELD and lr is not None and lr == 0]
         some_lr = any(lr is not _NOT_HELD and lr for lr in lrs)
         if starved:
-            self._note(step, "no-grad", f"{len(starved)} trainable adapter parameters got no gradient",
-                       self._modules([names[i] for i in starved]))
+            self._note(step, "no-grad", f"{len(starved)} trainable adapter parameters had no new gradient as "
+                       "optimizer.step() ran", self._modules([names[i] for i in starved]))
         # lr 0 at a warm-up's first step is normal: a symptom once the schedule was above 0 before, or stays
         # at 0 a second step
         self._zero_lr_steps = self._zero_lr_steps + 1 if zero_lr else 0

@@ -121,6 +121,8 @@ class Recording:
     enclosing_called: dict[str, None] = field(default_factory=dict)  # those called at least once
     step_lrs: tuple[float | None, ...] | None = None  # each group's lr when optimizer.step() first ran
     initial_lrs: tuple[float | None, ...] = ()
+    no_grad_at_step: tuple[str, ...] | None = None  # LoRA parameters whose .grad was None as optimizer.step()
+    # first ran after a backward (None: no such step): a gradient that arrived and was cleared before the update
 
     def backward_ran(self) -> bool:
         """A gradient arrived, backward()/grad() was seen, or some trainable parameter's .grad changed (a loss

@@ -64,3 +64,22 @@ def test_a_skipping_grad_scaler_is_named_and_its_state_restored():
     assert diagnosis.codes("error") == ("not-updated",)
     assert "GradScaler" in diagnosis.findings[0].message and diagnosis.trace.scaler_skipped
     assert scenario.scaler.get_scale() == scale
+
+
+def test_gradients_cleared_between_backward_and_step_are_named_as_such():
+    """zero_grad() between backward() and step(): the gradients arrived, then AdamW found .grad None and skipped
+    every LoRA parameter. Named from what the step pre-hook saw, not guessed as a GradScaler skip."""
+    scenario = causal_lm()
+    model, optimizer = scenario.model, scenario.optimizer
+    with lora_trace.trace(model, optimizer=optimizer) as tracer:
+        scenario.step(model).backward()
+        optimizer.zero_grad()
+        optimizer.step()
+    (finding,) = [f for f in tracer.diagnosis.findings if f.code == "not-updated"]
+    assert finding.severity == "error" and ".grad was None when optimizer.step() ran" in finding.message
+    assert "never between backward() and step()" in finding.fix
+    with lora_trace.trace(model, optimizer=optimizer) as healthy:
+        scenario.step(model).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert healthy.trace.optimizer.no_grad_at_step == () and "not-updated" not in healthy.diagnosis.codes()

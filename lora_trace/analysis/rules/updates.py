@@ -58,8 +58,11 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         lr != 0 or (first is not None and first > 0) for lr, first in zip(lrs, initial, strict=True))
     # each group at 0 in the update is above 0 at the block's end (a group added after the step: not compared)
     rising = all(now is not None and now > 0 for used, now in zip(lrs, optimizer.lrs, strict=False) if used == 0)
+    cleared = set(stale) <= set(optimizer.no_grad_at_step)  # they got gradients, gone when the update ran
     if trace.scaler_skipped:
         why, severity = "why.scaler", Severity.ERROR
+    elif cleared and not zero_lr:
+        why, severity = "why.cleared", Severity.ERROR
     elif warmup and optimizer.first_step and rising:  # its first step, and the schedule has started to rise
         why, severity = "why.warmup-start", Severity.INFO
     elif warmup:
@@ -71,7 +74,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         Code.NOT_UPDATED, severity,
         text("not-updated", params=len(stale), modules=listing(modules), why=text(why, initial=initial), lrs=lrs,
              kind=facts.kind_of(modules)),
-        text("not-updated.fix.warmup" if warmup else "not-updated.fix"), modules=modules,
+        text("not-updated.fix.warmup" if warmup else "not-updated.fix.cleared" if why == "why.cleared"
+             else "not-updated.fix"), modules=modules,
         regions=facts.regions_of(modules),
         evidence={"stale_params": len(stale), "lrs": lrs, "initial_lrs": initial, "steps": trace.optimizer_steps},
     )
