@@ -39,7 +39,7 @@ def _schedule_across(diagnoses: list[Diagnosis], findings: dict[tuple[str, str |
     error."""
     key = (Code.NOT_UPDATED.value, None)
     warned = findings.get(key)
-    if warned is None or warned.severity == Severity.ERROR.value:
+    if warned is None or (warned.severity == Severity.ERROR.value and warned.evidence.get("why") != "schedule-ended"):
         return
     updated = [bool(d.trace.optimizer and d.trace.optimizer.updated) for d in diagnoses]
     stalled = [any(f.code == Code.NOT_UPDATED.value and not f.evidence.get("rounded") for f in d.findings)

@@ -51,8 +51,10 @@ def test_a_zero_learning_rate_is_judged_by_what_came_before_and_after(name, fact
     later = [f.severity for d in steps[1:] for f in d.findings if f.code == "not-updated"]
     if name == "warm-up":  # AdamW's empty state says step 0 was its first: a warm-up's start, information
         assert first == ["info"] and later == [] and "first step" in steps[0].findings[0].message
-    if name == "decayed":  # one step alone only warns: it cannot tell a warm-up from a schedule's end
-        assert first == [] and "warning" in later
+    if name == "decayed":  # one step tells a schedule's end where AdamW had stepped before and the rate stays 0
+        assert first == [] and "error" in later
+        (ended,) = [f for f in steps[1].findings if f.code == "not-updated"]
+        assert "the schedule has reached 0" in ended.message and "total steps" in ended.fix
 
 
 def test_a_stateless_optimizer_cannot_tell_its_first_step_so_a_zero_rate_still_warns():

@@ -110,4 +110,5 @@ def test_watch_notes_a_learning_rate_schedule_that_reaches_zero(tmp_path):
     trainer = _fit(tmp_path, Decaying(), callback, max_steps=5)
     assert callback.monitor is None  # ended with the run
     saved = lora_trace.load(f"{trainer.log_dir}/lora-trace/watch-step-3.json")
-    assert saved.codes("warning") == ("not-updated",) and saved.trace.optimizer_steps == 1
+    assert saved.codes("error") == ("not-updated",) and saved.trace.optimizer_steps == 1  # Adam stepped before
+    assert "the schedule has reached 0" in saved.findings[0].message

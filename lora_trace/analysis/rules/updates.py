@@ -47,9 +47,10 @@ def check_updates(facts: Facts) -> list[Finding]:
 def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Finding:
     """Values that did not move. The learning rate is the one the update used (read as optimizer.step()
     started; a scheduler moves it right after). Zero at a warm-up's start (`initial_lr` > 0, what torch's
-    schedulers set) is expected for a step or two: a warning, never an error; information where the step shows
-    a warm-up beginning: the optimizer's very first step (its state table was empty and is not now) and the
-    schedule raised the rate above 0 by the block's end (a schedule stuck at 0 keeps the warning)."""
+    schedulers set) is expected at a warm-up's start: information where the step shows one beginning (the
+    optimizer's very first step: its state table was empty and is not now; and the schedule raised the rate above
+    0 by the block's end), an error where it shows a schedule that has ended (the optimizer held state before
+    this step and the rate is still 0 at the block's end), a warning where it cannot tell."""
     trace = facts.trace
     lrs = list(optimizer.step_lrs if optimizer.step_lrs is not None else optimizer.lrs)
     zero_lr = any(lr == 0 for lr in lrs)
@@ -65,17 +66,22 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         why, severity = "why.cleared", Severity.ERROR
     elif warmup and optimizer.first_step and rising:  # its first step, and the schedule has started to rise
         why, severity = "why.warmup-start", Severity.INFO
+    elif warmup and optimizer.first_step is False and not rising:  # a warm-up from 0 holds 0 for the first step
+        why, severity = "why.schedule-ended", Severity.ERROR  # only; this optimizer had stepped before
     elif warmup:
         why, severity = "why.warmup", Severity.WARNING
     else:
         why, severity = ("why.lr-zero" if zero_lr else "why.skipped"), Severity.ERROR
     modules = facts.modules_of(stale)
+    fix = _FIXES.get(why, "not-updated.fix.warmup" if warmup else "not-updated.fix")
     return make_finding(
         Code.NOT_UPDATED, severity,
         text("not-updated", params=len(stale), modules=listing(modules), why=text(why, initial=initial), lrs=lrs,
              kind=facts.kind_of(modules)),
-        text("not-updated.fix.warmup" if warmup else "not-updated.fix.cleared" if why == "why.cleared"
-             else "not-updated.fix"), modules=modules,
-        regions=facts.regions_of(modules),
-        evidence={"stale_params": len(stale), "lrs": lrs, "initial_lrs": initial, "steps": trace.optimizer_steps},
+        text(fix), modules=modules, regions=facts.regions_of(modules),
+        evidence={"stale_params": len(stale), "lrs": lrs, "initial_lrs": initial, "steps": trace.optimizer_steps,
+                  "why": why.removeprefix("why.")},
     )
+
+
+_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.decayed.fix"}

@@ -364,6 +364,8 @@ FINDINGS: dict[str, dict[str, Any]] = {
                     "zh": "optimizer.step() 运行时它们的 .grad 为 None：梯度已经到达，但在更新之前被清除了（是否在 backward() 和 step() 之间调用了 optimizer.zero_grad() 或 model.zero_grad()？）"},
     "not-updated.fix.cleared": {"en": "Clear gradients before the forward or right after optimizer.step(), never between backward() and step(): `loss.backward(); optimizer.step(); optimizer.zero_grad()`.",
                                 "zh": "在前向之前或 optimizer.step() 之后立即清除梯度，不要在 backward() 和 step() 之间清除：`loss.backward(); optimizer.step(); optimizer.zero_grad()`。"},
+    "why.schedule-ended": {"en": "a learning rate of 0 set by the schedule (its initial lr is {initial}) although the optimizer had stepped before, and still 0 when the step ended: the schedule has reached 0 (a warm-up from 0 holds it only for the optimizer's first step)",
+                           "zh": "调度器把学习率设为 0（其初始学习率为 {initial}），而优化器此前已经更新过，且这一步结束时仍为 0：学习率调度已降到 0（从 0 开始的预热只在优化器的第一步保持为 0）"},
     "why.lr-zero": {"en": "a learning rate of 0", "zh": "学习率为 0"},
     "why.scaler": {"en": "the GradScaler found inf/NaN in the scaled gradients and skipped optimizer.step() (normal now and then while the scale calibrates; a problem when every step skips)",
                    "zh": "GradScaler 在缩放后的梯度中发现 inf/NaN，跳过了 optimizer.step()（缩放系数校准期间偶尔发生是正常的；每一步都跳过则有问题）"},
