@@ -258,12 +258,12 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
         return None
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     params = tuple(sorted(name for key, name in found.param_names.items() if key in held))
-    updated = rounded = None
+    updated, rounded, coarse = None, (), ()
     if rec.start.values:
         current = dict(found.lora_params())
         with torch.no_grad():
             updated = moved({n: (before, current[n].detach()) for n, before in rec.start.values.items()})
-            rounded = rounded_away(rec, set(rec.start.values) - set(updated), arrivals)
+            rounded, coarse = rounded_away(rec, set(rec.start.values) - set(updated), arrivals)
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)
     if rec.start.stateless is False:
@@ -271,7 +271,7 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
     elif rec.start.stateless and rec.optimizer_steps and holds_no_state(optimizer) is False:
         first = True
     return OptimizerInfo(params, tuple(group_rate(g) for g in optimizer.param_groups), updated,
-                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded or (),
+                         rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded, coarse=coarse,
                          no_grad_at_step=rec.no_grad_at_step or ())
 
 

@@ -7,7 +7,7 @@ import lora_trace
 from lora_trace.analysis.steps import judge_steps
 
 
-def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), schedule_inside=True):
+def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), schedule_inside=True, dtype=None):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -15,6 +15,7 @@ def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), 
     config = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                          intermediate_size=64, vocab_size=64)
     model = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model = model.to(dtype) if dtype else model
     optimizer = optimizer([p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor) if factor else None  # None: no schedule
     diagnoses = []
@@ -121,3 +122,14 @@ def test_an_optimizer_that_computes_its_own_rate_is_traced_and_judged_without_on
     steps = _steps(None, lambda params: Adafactor(params, lr=None, relative_step=True, warmup_init=True))
     assert all(d.trace.error is None and d.trace.optimizer.step_lrs == (None,) for d in steps)
     assert steps[2].trace.optimizer.updated and not judge_steps(steps).codes("error")
+
+
+def test_bf16_adapter_weights_at_a_small_adam_rate_are_named_as_lost_to_their_precision():
+    """AdamW moves each element by about lr = 1e-5, under half the bf16 spacing of a typical lora_A value
+    (~3e-4): the update rounds away. An error (the adapter does not learn) with that cause, not 'a skipped step'."""
+    steps = _steps(None, lambda params: torch.optim.AdamW(params, lr=1e-5), dtype=torch.bfloat16)
+    stale = [f for d in steps[1:] for f in d.findings if f.code == "not-updated"]
+    assert stale and all(f.severity == "error" and "precision rounds it away" in f.message for f in stale)
+    assert "float32" in stale[0].fix
+    fp32 = _steps(None, lambda params: torch.optim.AdamW(params, lr=1e-5))  # the same rate moves float32 weights
+    assert not [f for d in fp32 for f in d.findings if f.code == "not-updated"]

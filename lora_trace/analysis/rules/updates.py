@@ -64,6 +64,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         why, severity = "why.scaler", Severity.ERROR
     elif cleared and not zero_lr:
         why, severity = "why.cleared", Severity.ERROR
+    elif set(stale) <= set(optimizer.coarse) and not zero_lr:  # most of each update below the values' precision
+        why, severity = "why.precision", Severity.ERROR
     elif warmup and optimizer.first_step and rising:  # its first step, and the schedule has started to rise
         why, severity = "why.warmup-start", Severity.INFO
     elif warmup and optimizer.first_step is False and not rising:  # a warm-up from 0 holds 0 for the first step
@@ -71,7 +73,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     elif warmup:
         why, severity = "why.warmup", Severity.WARNING
     else:
-        why, severity = ("why.lr-zero" if zero_lr else "why.skipped"), Severity.ERROR
+        why = "why.lr-zero" if zero_lr else "why.skipped" if trace.scaler_skipped is not None else "why.unmoved"
+        severity = Severity.ERROR
     modules = facts.modules_of(stale)
     fix = _FIXES.get(why, "not-updated.fix.warmup" if warmup else "not-updated.fix")
     return make_finding(
@@ -84,4 +87,5 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     )
 
 
-_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.decayed.fix"}
+_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.decayed.fix",
+          "why.precision": "not-updated.fix.precision"}
