@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 import lora_trace
 from lora_trace.scenarios import measure_gradients
@@ -83,3 +84,18 @@ def test_gradients_cleared_between_backward_and_step_are_named_as_such():
         optimizer.step()
         optimizer.zero_grad()
     assert healthy.trace.optimizer.no_grad_at_step == () and "not-updated" not in healthy.diagnosis.codes()
+
+
+def test_an_optimizer_holding_only_one_factor_is_named_as_filtered_with_no_promise_for_the_other():
+    """The optimizer holds lora_A only: lora_B never leaves zero, so the first-step note ('lora_A will get a
+    gradient after the first update') would be false; the finding names the missing role, not 'built before
+    get_peft_model'."""
+    scenario = causal_lm()
+    model = scenario.model
+    optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if "lora_A" in n], lr=1e-3)
+    with lora_trace.trace(model, optimizer=optimizer) as tracer:
+        scenario.step(model).backward()
+        optimizer.step()
+    assert [(f.code, f.severity) for f in tracer.diagnosis.findings] == [("not-in-optimizer", "error")]
+    finding = tracer.diagnosis.findings[0]
+    assert "4 of 8 trainable LoRA parameters (lora_B)" in finding.message and "before" not in finding.fix

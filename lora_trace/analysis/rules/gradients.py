@@ -32,10 +32,13 @@ def check_gradients(facts: Facts) -> list[Finding]:
         missing = sorted(facts.trainable - set(trace.optimizer.params))
         if missing:
             modules = facts.modules_of(missing)
+            held = len(facts.trainable) - len(missing)
+            message = text("not-in-optimizer", params=len(missing), kind=facts.kind_of(modules)) if not held else \
+                text("not-in-optimizer.partial", params=len(missing), total=len(facts.trainable),
+                     kind=facts.kind_of(modules), roles=" / ".join(sorted({facts.params[p].role for p in missing})))
             findings.append(make_finding(
-                Code.NOT_IN_OPTIMIZER, Severity.ERROR, text("not-in-optimizer", params=len(missing),
-                                                                kind=facts.kind_of(modules)),
-                text("not-in-optimizer.fix"), modules=modules, regions=facts.regions_of(modules),
+                Code.NOT_IN_OPTIMIZER, Severity.ERROR, message,
+                text("not-in-optimizer.fix.partial" if held else "not-in-optimizer.fix"), modules=modules, regions=facts.regions_of(modules),
                 evidence={"missing_params": len(missing)},
             ))
     return findings

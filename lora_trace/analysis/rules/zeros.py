@@ -42,6 +42,8 @@ def _zero_at_init(facts: Facts) -> _AtInit:
     tuner initialised to zero: lora_B, lora_embedding_A, hada_w2_b, ...), which itself got a gradient. The roles
     come from the parameters, so the sentence names the tuner's own factors."""
     arrivals = {a.param: a for a in facts.trace.arrivals}
+    optimizer = facts.trace.optimizer
+    held = None if optimizer is None else set(optimizer.params)
     found = _AtInit()
     for site in facts.trace.sites:
         for adapter in site.adapters:
@@ -51,6 +53,8 @@ def _zero_at_init(facts: Facts) -> _AtInit:
                          and arrivals.get(p.name) and arrivals[p.name].zero]
             if explained:
                 found.params.update(p.name for p in explained)
+                if held is not None and any(p.name not in held for p in zero):
+                    continue  # no update will move the zero factor: not-in-optimizer says so, no promise here
                 found.waiting.update(p.role for p in explained)
                 found.zero.update(p.role for p in zero)
                 if site.module not in found.modules:

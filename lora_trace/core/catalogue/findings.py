@@ -304,6 +304,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
                                "gradients but nothing updates them (an optimizer built before get_peft_model?).",
                          "zh": "{params} 个可训练的 {kind} 参数不在任何优化器参数组中：它们有梯度但不会被更新"
                                "（优化器是否在 get_peft_model 之前创建？）。"},
+    "not-in-optimizer.partial": {"en": "{params} of {total} trainable {kind} parameters ({roles}) are in no optimizer param group while the others are: they get gradients but nothing updates them. The optimizer's parameter list was filtered (by name or role), or built before some of them were added or unfrozen.",
+                                 "zh": "{total} 个可训练的 {kind} 参数中有 {params} 个（{roles}）不在任何优化器参数组中，而其余的在：它们有梯度但不会被更新。优化器的参数列表被过滤过（按名称或角色），或在其中一些参数被添加或解冻之前就已创建。"},
+    "not-in-optimizer.fix.partial": {"en": "Give the optimizer every trainable parameter, after the last change to the adapters: `optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=...)`; for separate rates (LoRA+), put each role in its own param group rather than leaving one out.",
+                                     "zh": "在最后一次修改适配器之后，把所有可训练参数交给优化器：`optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=...)`；如需不同学习率（LoRA+），请把每种角色放进各自的参数组，而不是漏掉其中一种。"},
     "not-in-optimizer.fix": {"en": "Build the optimizer after get_peft_model: `optimizer = torch.optim.AdamW([p for p "
                                    "in model.parameters() if p.requires_grad], lr=...)`.",
                              "zh": "在 get_peft_model 之后创建优化器：`optimizer = torch.optim.AdamW([p for p in "
