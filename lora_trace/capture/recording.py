@@ -121,6 +121,9 @@ class Recording:
     enclosing_called: dict[str, None] = field(default_factory=dict)  # those called at least once
     step_lrs: tuple[float | None, ...] | None = None  # each group's lr when optimizer.step() first ran
     initial_lrs: tuple[float | None, ...] = ()
+    grads_at_step: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # as optimizer.step() first
+    # ran: .grad and its version of the LoRA parameters in groups that step by the gradient (SGD: no `eps` or
+    # `betas`), for the rounding judgement after a zero_grad() in the block (unscaled by then under a GradScaler)
     no_grad_at_step: tuple[str, ...] | None = None  # LoRA parameters whose .grad was None as optimizer.step()
     # first ran after a backward (None: no such step): a gradient that arrived and was cleared before the update
 
@@ -142,6 +145,7 @@ class Recording:
         self.start = OptimizerStart({}, [], self.start.scale)
         self.losses = [LossSeen(None, seen.info) for seen in self.losses]
         self.labels_ignored = []
+        self.grads_at_step = {}
 
 
 WIDE_FLOATS = frozenset({torch.float32, torch.float64})  # a norm summed in their own precision

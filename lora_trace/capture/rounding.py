@@ -8,7 +8,7 @@ import math
 import torch
 
 from ..core.records import GradArrival
-from .recording import Recording, local_shard
+from .recording import WIDE_FLOATS, Recording, local_shard
 
 
 def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, ...]
@@ -16,16 +16,17 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
     """Of the held parameters that did not move though a gradient arrived, at a learning rate above 0: those
     whose update rounded away, proven and likely.
 
-    Proven (every element): an optimizer that does not normalise (no `eps`: SGD, with or without momentum)
-    steps by lr x (the gradient or a buffer of the parameter's shape it holds) + lr x weight decay x value;
-    under half the float spacing of every value that rounds away (a factor whose partner is still near zero).
-    Likely (the typical element): the typical step, about lr for a normalising optimizer (Adam, RMSprop: `eps`)
-    and lr x the typical gradient for another, is under half the spacing of the median value: most of the
-    update is lost to the values' precision (bf16/fp16 adapter weights at a small learning rate)."""
+    Proven (every element): an optimizer that steps by the gradient (no `eps` or `betas`: SGD, with or without
+    momentum) moves each element by at most lr x (|gradient| + its buffers of the parameter's shape) + lr x weight
+    decay x |value|; under half the float spacing of every value that rounds away (a factor whose partner is
+    still near zero). Likely (the typical element): the typical step, about lr for an optimizer that normalises
+    or takes signs (Adam, RMSprop, Lion: `eps` or `betas`) and lr x the typical gradient for SGD, is under half the
+    spacing of the median value: most of the update is lost to the values' precision (bf16/fp16 adapter weights
+    at a small learning rate)."""
     if not still or rec.step_lrs is None:
         return (), ()
     optimizer = rec.optimizer
-    rates = {id(p): (lr, group.get("weight_decay") or 0.0, "eps" in group)
+    rates = {id(p): (lr, group.get("weight_decay") or 0.0, "eps" in group or "betas" in group)
              for group, lr in zip(optimizer.param_groups, rec.step_lrs, strict=False) for p in group["params"]}
     current = dict(rec.found.lora_params())
     proven, likely = [], []
@@ -38,48 +39,68 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
         if lr is None or lr <= 0:
             continue  # at lr 0 the rate is the reason
         values = local_shard(rec.start.values[name])
+        grad = _used_gradient(rec, name, param, arrival.norm)
         held = [v for v in optimizer.state.get(param, {}).values() if isinstance(v, torch.Tensor)]
-        if not normalises and step_rounds_away(values, [param.grad, *held], arrival.norm, lr, decay):
-            proven.append(name)
-        elif typical_step_rounds_away(values, None if normalises else param.grad, arrival.norm, lr):
-            likely.append(name)
+        try:
+            if not normalises and step_rounds_away(values, grad, held, arrival.norm, lr, decay):
+                proven.append(name)
+            elif typical_step_rounds_away(values, grad, held, arrival.norm, lr, normalises=normalises):
+                # SGD in full precision: a tiny gradient, as proven above; else the weights' own precision
+                (proven if not normalises and values.dtype in WIDE_FLOATS else likely).append(name)
+        except (RuntimeError, NotImplementedError, TypeError):  # a dtype without nextafter/median (float8)
+            continue  # not judged: the not-updated error stands
     return tuple(proven), tuple(likely)
 
 
-def typical_step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, norm: float, lr: float) -> bool:
-    """Whether the typical step is under half the float spacing of the median |value| (in the values' dtype).
-    `grad` None: a normalising optimizer, whose step is about lr whatever the gradient; else the step is lr x the
-    median |gradient| (`.grad` where it is still the one that arrived, else the norm's root mean square)."""
+def _used_gradient(rec: Recording, name: str, param: torch.Tensor, norm: float) -> torch.Tensor | None:
+    """The gradient the update used, where known: as the step began, if nothing changed it since (a zero_grad()
+    in the block clears .grad; a GradScaler had unscaled it by then); else `.grad` now if it is still the one that
+    arrived (same norm). None: only the arrival's norm is known."""
+    seen = rec.grads_at_step.get(name)
+    if seen is not None and seen[0]._version == seen[1]:
+        return seen[0]
+    now = param.grad
+    if now is not None and math.isclose(float(local_shard(now).double().norm()), norm, rel_tol=1e-5):
+        return now
+    return None
+
+
+def typical_step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, buffers: list[torch.Tensor],
+                             norm: float, lr: float, *, normalises: bool) -> bool:
+    """Whether the typical step is under half the float spacing of the median |value| (in the values' dtype): about
+    lr for a normalising optimizer whatever the gradient; else lr x the median of |gradient| + its buffers
+    (`grad`, or where only its norm is known, the norm's root mean square)."""
     if not values.is_floating_point() or values.numel() == 0:
         return False
     middle = values.abs().median().reshape(1)
     spacing = float((torch.nextafter(middle, torch.full_like(middle, math.inf)) - middle).double())
     step = lr
-    if grad is not None:
+    if not normalises:
         local = _magnitude(grad, values.shape)
-        typical = norm / math.sqrt(values.numel())
-        if local is not None and math.isclose(float(local.norm()), norm, rel_tol=1e-5):
-            typical = float(local.median())
-        step = lr * typical
+        bound = local if local is not None else torch.full_like(values, norm / math.sqrt(values.numel()),
+                                                                dtype=torch.float64)
+        for buffer in map(_magnitude, buffers, [values.shape] * len(buffers)):
+            if buffer is not None:
+                bound = bound + buffer
+        step = lr * float(bound.median())
     return step < spacing / 2
 
 
-def step_rounds_away(values: torch.Tensor, held: list[torch.Tensor | None], norm: float, lr: float,
-                     decay: float) -> bool:
-    """Whether lr x (the largest of |gradient| and each held buffer + decay x |value|) is under half the spacing
-    of floats (in the values' own dtype) at every element. `held[0]` is `.grad`: used where it is still the
-    gradient that arrived (same norm), else that norm bounds every element."""
+def step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, buffers: list[torch.Tensor], norm: float,
+                     lr: float, decay: float) -> bool:
+    """Whether lr x (|gradient| + each held buffer of the values' shape + decay x |value|) is under half the spacing
+    of floats (in the values' own dtype) at every element: a bound on SGD's step with momentum, Nesterov's
+    included. Where only the gradient's norm is known (`grad` None), that norm bounds every element."""
     if not values.is_floating_point() or values.numel() == 0:
         return False
     magnitude = values.abs()
     spacing = (torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)) - magnitude).double()
-    grad, *buffers = (_magnitude(t, values.shape) for t in held)
-    largest = grad if grad is not None and math.isclose(float(grad.norm()), norm, rel_tol=1e-5) else \
-        torch.full_like(spacing, norm)
-    for buffer in buffers:
+    local = _magnitude(grad, values.shape)
+    bound = local if local is not None else torch.full_like(spacing, norm)
+    for buffer in map(_magnitude, buffers, [values.shape] * len(buffers)):
         if buffer is not None:
-            largest = torch.maximum(largest, buffer)
-    return bool((lr * (largest + decay * magnitude.double()) < spacing / 2).all())
+            bound = bound + buffer
+    return bool((lr * (bound + decay * magnitude.double()) < spacing / 2).all())
 
 
 def _magnitude(tensor: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:

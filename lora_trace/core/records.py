@@ -195,8 +195,8 @@ class OptimizerInfo:
     frozen: int = 0  # parameters in its groups with requires_grad=False (never updated; harmless)
     first_step: bool | None = None  # it held no state before this step and some after: its first step (None:
     # a kind that keeps no state, as SGD without momentum, or no step ran: it cannot tell)
-    rounded: tuple[str, ...] = ()  # held, not moved, a gradient arrived: but lr x its norm is under half the float
-    # spacing of every value, so a gradient step was rounded away (a factor whose partner is still near zero)
+    rounded: tuple[str, ...] = ()  # held, not moved, a gradient arrived: but SGD's step is under half the float
+    # spacing of every value (or, in float32/64, the typical one): rounded away (its partner is still near zero)
     coarse: tuple[str, ...] = ()  # held, not moved, a gradient arrived, not proven rounded: but the typical step
     # (about lr for Adam) is under half the float spacing of the median value (bf16/fp16 weights, a small lr)
     no_grad_at_step: tuple[str, ...] = ()  # LoRA parameters whose .grad was None as optimizer.step() first ran

@@ -39,8 +39,11 @@ def _micro_steps(trace: Any, facts: Facts, say: _Say) -> str:
     the calls' outputs (a contrastive or paired loss) or earlier backward passes that reached no adapter."""
     counts = ", ".join(str(len(set(m.params) & facts.trainable)) for m in trace.micro_steps)
     synced = [m.synced for m in trace.micro_steps]
-    if sum(1 for m in trace.micro_steps if m.params) <= 1:
+    after = [i for i, m in enumerate(trace.micro_steps) if m.params]
+    if after == [len(synced) - 1]:
         return say("s6.micro.last", calls=len(synced), counts=counts, trainable=len(facts.trainable))
+    if len(after) < 2:  # after one earlier call, or none: no window either
+        return say("s6.micro.calls", calls=len(synced), counts=counts, trainable=len(facts.trainable))
     if None in synced:
         return say("s6.micro", calls=len(synced), counts=counts, trainable=len(facts.trainable))
     return say("s6.micro.ddp", calls=len(synced), counts=counts, trainable=len(facts.trainable),

@@ -7,7 +7,8 @@ import lora_trace
 from lora_trace.analysis.steps import judge_steps
 
 
-def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), schedule_inside=True, dtype=None):
+def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), schedule_inside=True, dtype=None,
+           block=None, scaler=None):
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -21,9 +22,12 @@ def _steps(factor, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-3), 
     diagnoses = []
     for step in range(3):
         ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(step))
-        with lora_trace.trace(model, optimizer=optimizer) as t:
-            model(input_ids=ids, labels=ids).loss.backward()
-            optimizer.step()
+        with lora_trace.trace(model, optimizer=optimizer, scaler=scaler) as t:
+            if block is not None:  # the test's own block
+                block(model, ids, optimizer)
+            else:
+                model(input_ids=ids, labels=ids).loss.backward()
+                optimizer.step()
             if schedule_inside and scheduler:  # as the HF Trainer and Lightning step it: the block sees where
                 scheduler.step()  # it goes next
         if not schedule_inside and scheduler:
@@ -133,3 +137,33 @@ def test_bf16_adapter_weights_at_a_small_adam_rate_are_named_as_lost_to_their_pr
     assert "float32" in stale[0].fix
     fp32 = _steps(None, lambda params: torch.optim.AdamW(params, lr=1e-5))  # the same rate moves float32 weights
     assert not [f for d in fp32 for f in d.findings if f.code == "not-updated"]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rounding_is_judged_from_the_gradient_the_update_used_even_after_zero_grad_in_the_block(momentum):
+    """The HF Trainer's order: step, then zero_grad, then the block ends. .grad is gone by then; the gradient as
+    optimizer.step() began is what the update used. Before, the norm bound failed and a false error came out."""
+    def in_block(model, ids, optimizer):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    steps = _steps(None, lambda params: torch.optim.SGD(params, lr=1e-2, momentum=momentum), block=in_block)
+    assert [f.severity for d in steps for f in d.findings if f.code == "not-updated"] == ["info"] * 2
+    assert all(d.trace.optimizer.rounded for d in steps[1:])
+
+
+def test_under_a_grad_scaler_that_did_not_skip_rounding_is_judged_on_the_unscaled_gradient():
+    """The arrivals are scaled (x 65536); the gradient at the step was unscaled by GradScaler.step. No 'a GradScaler
+    skipped' guess where its scale shows it did not."""
+    scaler = torch.amp.GradScaler("cpu")
+
+    def in_block(model, ids, optimizer):
+        scaler.scale(model(input_ids=ids, labels=ids).loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+
+    steps = _steps(None, lambda params: torch.optim.SGD(params, lr=1e-2), block=in_block, scaler=scaler)
+    assert not [f for d in steps for f in d.findings if f.code == "not-updated" and f.severity != "info"]
+    assert steps[1].trace.scaler_skipped is False and steps[1].trace.optimizer.rounded

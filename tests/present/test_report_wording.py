@@ -108,6 +108,11 @@ def test_two_calls_before_one_backward_are_not_called_an_accumulation_window():
             model(torch.randn(3, 8)).sum().backward()
     assert "3 calls of the model (an accumulation window); gradients arrived after each: 4, 4, 4" in \
         window.diagnosis.report()
+    with lora_trace.trace(model) as logged:  # a step, then a forward for a log line: neither of the above
+        model(torch.randn(3, 8)).sum().backward()
+        with torch.no_grad():
+            model(torch.randn(3, 8))
+    assert "2 calls of the model; gradients arrived after each: 4, 0 of 4" in logged.diagnosis.report()
 
 
 def test_a_model_peft_wraps_without_a_task_type_is_traversed_where_its_layers_ran():

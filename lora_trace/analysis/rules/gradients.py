@@ -38,7 +38,8 @@ def check_gradients(facts: Facts) -> list[Finding]:
                      kind=facts.kind_of(modules), roles=" / ".join(sorted({facts.params[p].role for p in missing})))
             findings.append(make_finding(
                 Code.NOT_IN_OPTIMIZER, Severity.ERROR, message,
-                text("not-in-optimizer.fix.partial" if held else "not-in-optimizer.fix"), modules=modules, regions=facts.regions_of(modules),
+                text("not-in-optimizer.fix.partial" if held else "not-in-optimizer.fix"), modules=modules,
+                regions=facts.regions_of(modules),
                 evidence={"missing_params": len(missing)},
             ))
     return findings

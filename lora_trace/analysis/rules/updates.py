@@ -73,8 +73,7 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     elif warmup:
         why, severity = "why.warmup", Severity.WARNING
     else:
-        why = "why.lr-zero" if zero_lr else "why.skipped" if trace.scaler_skipped is not None else "why.unmoved"
-        severity = Severity.ERROR
+        why, severity = ("why.lr-zero" if zero_lr else "why.unmoved"), Severity.ERROR  # a scaler's skip: above
     modules = facts.modules_of(stale)
     fix = _FIXES.get(why, "not-updated.fix.warmup" if warmup else "not-updated.fix")
     return make_finding(
@@ -87,5 +86,5 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     )
 
 
-_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.decayed.fix",
+_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.fix.schedule",
           "why.precision": "not-updated.fix.precision"}

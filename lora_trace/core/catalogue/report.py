@@ -66,6 +66,8 @@ REPORT: dict[str, dict[str, Any]] = {
                         "zh": "模型被调用 {calls} 次（一个梯度累积窗口）；每次之后到达的梯度：{counts}（共 {trainable}）"},
     "report.s6.micro.last": {"en": "{calls} calls of the model, gradients arrived after the last only: {counts} of {trainable} (one backward over all the calls' outputs, as a contrastive or paired loss does, or backward passes before it that reached no adapter)",
                              "zh": "模型被调用 {calls} 次，梯度只在最后一次调用之后到达：{counts}（共 {trainable}）（对所有调用的输出做一次反向传播，如对比损失或成对损失；或者之前的反向传播没有到达任何适配器）"},
+    "report.s6.micro.calls": {"en": "{calls} calls of the model; gradients arrived after each: {counts} of {trainable}",
+                              "zh": "模型被调用 {calls} 次；每次之后到达的梯度：{counts}（共 {trainable}）"},
     "report.s6.micro.ddp": {"en": "{calls} calls of the model (an accumulation window): {local} under DDP no_sync(), {synced} synchronised; gradients arrived after each: {counts} of {trainable}",
                             "zh": "模型被调用 {calls} 次（一个梯度累积窗口）：{local} 次在 DDP no_sync() 中，{synced} 次同步；每次之后到达的梯度：{counts}（共 {trainable}）"},
     "report.s6.unknown": {"en": "no backward and no loss seen: nothing to tell",
