@@ -44,7 +44,7 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
         try:
             if not normalises and step_rounds_away(values, grad, held, arrival.norm, lr, decay):
                 proven.append(name)
-            elif typical_step_rounds_away(values, grad, held, arrival.norm, lr, normalises=normalises):
+            elif typical_step_rounds_away(values, grad, held, arrival.norm, lr, decay, normalises=normalises):
                 # SGD in full precision: a tiny gradient, as proven above; else the weights' own precision
                 (proven if not normalises and values.dtype in WIDE_FLOATS else likely).append(name)
         except (RuntimeError, NotImplementedError, TypeError):  # a dtype without nextafter/median (float8)
@@ -66,10 +66,10 @@ def _used_gradient(rec: Recording, name: str, param: torch.Tensor, norm: float) 
 
 
 def typical_step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, buffers: list[torch.Tensor],
-                             norm: float, lr: float, *, normalises: bool) -> bool:
+                             norm: float, lr: float, decay: float = 0.0, *, normalises: bool) -> bool:
     """Whether the typical step is under half the float spacing of the median |value| (in the values' dtype): about
-    lr for a normalising optimizer whatever the gradient; else lr x the median of |gradient| + its buffers
-    (`grad`, or where only its norm is known, the norm's root mean square)."""
+    lr for a normalising optimizer whatever the gradient; else lr x (the median of |gradient| + its buffers, and
+    weight decay x the median |value|) (`grad`, or where only its norm is known, the norm's root mean square)."""
     if not values.is_floating_point() or values.numel() == 0:
         return False
     middle = values.abs().median().reshape(1)
@@ -82,7 +82,7 @@ def typical_step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, bu
         for buffer in map(_magnitude, buffers, [values.shape] * len(buffers)):
             if buffer is not None:
                 bound = bound + buffer
-        step = lr * float(bound.median())
+        step = lr * (float(bound.median()) + decay * float(middle.double()))
     return step < spacing / 2
 
 

@@ -34,3 +34,6 @@ def test_the_typical_step_is_compared_with_the_spacing_of_the_median_value():
     assert not typical_step_rounds_away(values.bfloat16(), grad, [], float(grad.norm()), 10.0, normalises=False)
     assert not typical_step_rounds_away(values.bfloat16(), grad, [torch.ones(5)], float(grad.norm()), 1e-3,
                                         normalises=False)  # momentum's buffer is part of SGD's step
+    assert not typical_step_rounds_away(values, grad * 1e-6, [], float(grad.norm()) * 1e-6, 1e-3, 0.5,
+                                        normalises=False)  # weight decay moves the typical value
+    assert typical_step_rounds_away(values, grad * 1e-6, [], float(grad.norm()) * 1e-6, 1e-3, normalises=False)
