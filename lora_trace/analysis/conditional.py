@@ -20,17 +20,20 @@ class Skip:
     enclosing: str  # the innermost module around it that ran ("" for the model itself)
 
 
-def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, Skip]:
-    """Adapter layer -> how the model skipped it, for each adapter layer that did not run by the model's choice."""
+def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> tuple[dict[str, Skip], dict[str, Skip]]:
+    """Adapter layer -> how the model skipped it, for each adapter layer that did not run by the model's choice;
+    and, apart, the layers whose parent ran without calling them in default mode: a skip by the model's own
+    branch, or a direct use of the base weight around them, which only deep mode (watching weight uses) tells
+    apart. Those are neither proven skips nor proven bypasses."""
     if trace.enclosing is None or "note.compiled" in trace.notes:
-        return {}  # a run saved before this evidence existed; compiled code may run a module without its hooks
+        return {}, {}  # a run saved before this evidence existed; compiled code may run a module without its hooks
     watched, called = set(trace.enclosing), set(trace.enclosing_called)
     if not calls and not called - {""}:
-        return {}  # no module inside the model was seen running: the hooks saw nothing, so they prove no skip
+        return {}, {}  # no module inside the model was seen running: the hooks saw nothing, so they prove no skip
     ran = called | set(calls) | set(trace.regions_run)
     inside_ran = {r[:i] for r in ran for i, c in enumerate(r) if c == "."}  # every module something ran inside
     direct = {m for c in trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
-    skips = {}
+    skips, unsure = {}, {}
     for site in trace.sites:
         if site.module in calls:
             continue
@@ -40,13 +43,10 @@ def model_skips(trace: Trace, calls: dict[str, list[ModuleCall]]) -> dict[str, S
             continue  # nothing around it ran: the step went around the model
         inside = chain[:chain.index(enclosing)]
         skipped = inside[-1] if inside else site.module
-        if site.module in direct or (skipped == site.module and not trace.deep):
-            continue  # its base weight was used around it; or its parent ran and it did not, which only deep mode
-            # (watching weight uses) can tell from a skip
-        if skipped in inside_ran:
-            continue  # something inside ran without it: the path went around it
-        skips[site.module] = Skip(skipped, enclosing)
-    return skips
+        if site.module in direct or skipped in inside_ran:
+            continue  # its base weight was used around it; or something inside ran without it: a bypass
+        (unsure if skipped == site.module and not trace.deep else skips)[site.module] = Skip(skipped, enclosing)
+    return skips, unsure
 
 
 def _prefixes(name: str) -> list[str]:

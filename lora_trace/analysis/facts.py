@@ -95,9 +95,18 @@ class Facts:
                          for p in self.sites[m].trainable_params if p in self.trainable)
 
     @cached_property
+    def _skips(self) -> tuple[dict[str, Skip], dict[str, Skip]]:
+        return model_skips(self.trace, self.calls)
+
+    @property
     def skips(self) -> dict[str, Skip]:
         """Adapter layer -> how the model's own control flow skipped it this step (analysis/conditional.py)."""
-        return model_skips(self.trace, self.calls)
+        return self._skips[0]
+
+    @property
+    def unsure_skips(self) -> dict[str, Skip]:
+        """Adapter layers not called while their parent ran, in default mode: a skip or a bypass, not told apart."""
+        return self._skips[1]
 
     @cached_property
     def skipped(self) -> frozenset[str]:

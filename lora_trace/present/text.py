@@ -191,7 +191,9 @@ def _steps(trace: Any, facts: Facts, codes: set[str], say: _Say, eval_mode: tupl
         if not trace.backward:
             step6.append(say("s6.walk"))
         nothing_learns = not facts.trainable or codes & {"grad-zero", "nonfinite-grad"}
-        steps.append((say("s6"), "FAIL" if facts.starved or nothing_learns else "ok", step6))
+        unsure = {p for m in facts.unsure_skips for p in facts.sites[m].trainable_params}
+        verdict = "FAIL" if facts.starved - unsure or nothing_learns else "warn" if facts.starved else "ok"
+        steps.append((say("s6"), verdict, step6))
 
     run = set(trace.regions_run)
     step7 = [say("s7.run", regions=", ".join(short_name(r) for r in facts.traversed_regions) or "-")]

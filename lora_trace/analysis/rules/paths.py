@@ -25,12 +25,15 @@ def check_paths(facts: Facts) -> list[Finding]:
     direct = {m: c for c in facts.trace.cuts if c.kind is CutKind.DIRECT_WEIGHT for m in c.modules}
     watched = [c for c in facts.trace.cuts if c.downstream and c.kind is not CutKind.DIRECT_WEIGHT]
     timeline = facts.timeline
+    unsure = []  # layers their parent ran without calling (default mode): a skip or a bypass, not told apart
     for site in facts.starved_sites():
         if all(timeline.explained(site, p) or p in timeline.frozen_during_step
                for p in site.trainable_params if p in facts.starved):
             continue  # inactive when it ran, or frozen by the step: the configuration checks say so
         calls = facts.calls.get(site.module, [])
-        if not calls:
+        if not calls and site.module in facts.unsure_skips:
+            unsure.append(site)
+        elif not calls:
             add(Code.LORA_BYPASSED, site, direct.get(site.module))
         elif not any(call.grad_enabled for call in calls):
             cut = facts.trace.cuts[calls[0].cut] if calls[0].cut is not None else None
@@ -43,7 +46,22 @@ def check_paths(facts: Facts) -> list[Finding]:
             else:
                 add(Code.DETACHED if cut.kind in _DETACHING else Code.GRAD_DISABLED, site, cut)
     findings = [_finding(group["code"], group["sites"], group["cut"], facts) for group in groups.values()]
-    return findings + _skipped(facts)
+    return findings + ([_unsure(unsure, facts)] if unsure else []) + _skipped(facts)
+
+
+def _unsure(sites: list[LoraSite], facts: Facts) -> Finding:
+    """Layers their parent ran without calling, in default mode: the model's own branch (an input this batch
+    lacks: healthy) or code using their base weight directly (a bypass). A warning that says which evidence
+    would tell, never an error it cannot show."""
+    modules = tuple(sorted(s.module for s in sites))
+    kind = facts.kind_of(modules)
+    n_params = sum(1 for s in sites for p in s.trainable_params if p in facts.starved)
+    parents = sorted({short_name(facts.unsure_skips[m].enclosing) or facts.trace.model_class for m in modules})
+    message = text("bypassed.unsure", what=text("layers", count=len(modules), params=n_params, kind=kind),
+                   parents=listing(parents), kind=kind)
+    return make_finding(Code.LORA_BYPASSED, Severity.WARNING, message, text("bypassed.unsure.fix"),
+                        modules=modules, regions=tuple(sorted({s.region for s in sites})),
+                        evidence={"starved_params": n_params, "unsure": True})
 
 
 def _sharded_skip(facts: Facts, modules: tuple[str, ...], skipped: list[str]) -> Finding:

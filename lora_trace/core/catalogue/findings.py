@@ -87,6 +87,11 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "{regions} 中的 {what} 从未运行：其基础权重被直接使用（{detail}）{at}，绕过了 {kind} 包装层。"},
     "bypassed.direct.fix": {"en": "Call the module itself (`layer(x)`) instead of using its `.weight` directly.",
                             "zh": "直接调用该模块（`layer(x)`），不要直接使用它的 `.weight`。"},
+    "bypassed.unsure": {
+        "en": "{what} never ran in this step, while the module around them ran ({parents}): either the model's own code chose not to call them (a branch for an input this batch lacks: healthy, they learn on the steps that run them), or code used their base weight directly around the {kind} wrapper (F.linear(x, layer.weight), layer.base_layer(x): a bypass). Default mode does not watch weight uses, so it cannot tell which.",
+        "zh": "{what} 在这一步中从未运行，而包住它们的模块运行了（{parents}）：要么是模型自身的代码选择不调用它们（针对本批次缺少的某种输入的分支：正常，它们会在运行它们的步骤中学习），要么是代码绕过 {kind} 包装直接使用了其基础权重（F.linear(x, layer.weight)、layer.base_layer(x)：绕过）。默认模式不监视权重的使用，因此无法分辨。"},
+    "bypassed.unsure.fix": {"en": "Let deep mode tell: `lora_trace.diagnose(model, step)` or `lora_trace.trace(model, deep=True)` names a direct weight use and its line, or reports the model's own skip as information; over a run, `diagnose(model, step, steps=8)` shows whether they learn on some steps.",
+                            "zh": "让深度模式来判断：`lora_trace.diagnose(model, step)` 或 `lora_trace.trace(model, deep=True)` 会指出直接使用权重的位置和行号，或把模型自身的跳过报告为信息；在整个训练过程中，`diagnose(model, step, steps=8)` 可以显示它们是否在某些步骤中学习。"},
     "bypassed": {
         "en": "{what} in {regions} never ran in this step, so their trainable {kind} parameters got no gradient. The step went "
               "through {traversed}.",
