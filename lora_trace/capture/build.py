@@ -27,7 +27,7 @@ from .discovery import Discovery
 from .losses import describe_loss
 from .peft import peft_configs, zeros_at_start
 from .recording import GradCounter, Recording, grad_norm, group_rate, holds_no_state, local_shard
-from .rounding import rounded_away
+from .rounding import rounded_away, zero_at_step
 
 
 @functools.cache
@@ -258,12 +258,13 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
         return None
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     params = tuple(sorted(name for key, name in found.param_names.items() if key in held))
-    updated, rounded, coarse = None, (), ()
+    updated, rounded, coarse, zeroed = None, (), (), ()
     if rec.start.values:
         current = dict(found.lora_params())
         with torch.no_grad():
             updated = moved({n: (before, current[n].detach()) for n, before in rec.start.values.items()})
-            rounded, coarse = rounded_away(rec, set(rec.start.values) - set(updated), arrivals)
+            zeroed = zero_at_step(rec, set(rec.start.values) - set(updated))
+            rounded, coarse = rounded_away(rec, set(rec.start.values) - set(updated) - set(zeroed), arrivals)
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)
     if rec.start.stateless is False:
@@ -272,7 +273,7 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
         first = True
     return OptimizerInfo(params, tuple(group_rate(g) for g in optimizer.param_groups), updated,
                          rec.step_lrs, rec.initial_lrs, frozen, first_step=first, rounded=rounded, coarse=coarse,
-                         no_grad_at_step=rec.no_grad_at_step or ())
+                         no_grad_at_step=rec.no_grad_at_step or (), zero_at_step=zeroed)
 
 
 def _inside_backward(error: BaseException) -> bool:

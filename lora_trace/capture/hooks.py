@@ -224,9 +224,8 @@ class StepHooks:
             self.rec.initial_lrs = tuple(group_rate(g, "initial_lr") for g in groups)
             if self.rec.backward_seen:  # gradients arrived before this update: which ones are gone now
                 self.rec.no_grad_at_step = tuple(name for name, p in self.rec.found.lora_params() if p.grad is None)
-            names = self.rec.found.param_names  # SGD's gradients as its update uses them (for rounding)
+            names = self.rec.found.param_names  # the gradients as the update uses them (references: no copy)
             self.rec.grads_at_step = {names[id(p)]: (p.grad, p.grad._version) for g in groups
-                                      if "eps" not in g and "betas" not in g
                                       for p in g["params"] if id(p) in names and p.grad is not None}
 
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -122,18 +122,19 @@ class Recording:
     step_lrs: tuple[float | None, ...] | None = None  # each group's lr when optimizer.step() first ran
     initial_lrs: tuple[float | None, ...] = ()
     grads_at_step: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)  # as optimizer.step() first
-    # ran: .grad and its version of the LoRA parameters in groups that step by the gradient (SGD: no `eps` or
-    # `betas`), for the rounding judgement after a zero_grad() in the block (unscaled by then under a GradScaler)
+    # ran: each held LoRA parameter's .grad and its version, for what the update used after a zero_grad() in the
+    # block (unscaled by then under a GradScaler; all zero after clip_grad_norm_(max_norm=0))
     no_grad_at_step: tuple[str, ...] | None = None  # LoRA parameters whose .grad was None as optimizer.step()
     # first ran after a backward (None: no such step): a gradient that arrived and was cleared before the update
 
     def backward_ran(self) -> bool:
         """A gradient arrived, backward()/grad() was seen, or some trainable parameter's .grad changed (a loss
-        computed outside the model, whose backward reached no LoRA layer, still reaches a trainable head)."""
+        computed outside the model, whose backward reached no LoRA layer, still reaches a trainable head). A .grad
+        set to None is a zero_grad(), not a backward, whether or not its old tensor is still alive elsewhere."""
         if self.backward_seen:
             return True
-        return any(p.grad is not (grad() if grad is not None else None)
-                   or (p.grad is not None and p.grad._version != version) for p, grad, version in self.start.grads)
+        return any(p.grad is not None and (p.grad is not (grad() if grad is not None else None)
+                                           or p.grad._version != version) for p, grad, version in self.start.grads)
 
     def release(self) -> None:
         """Drop tensors and autograd nodes: what only building the trace needed."""

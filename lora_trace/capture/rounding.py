@@ -52,6 +52,19 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
     return tuple(proven), tuple(likely)
 
 
+def zero_at_step(rec: Recording, still: set[str]) -> tuple[str, ...]:
+    """Of the held parameters that did not move: those whose gradient was all zero as the update began (and
+    unchanged since): something between backward() and step() zeroed what arrived (clip_grad_norm_ with
+    max_norm=0, a mask on the gradients, zero_grad(set_to_none=False)). One read per such parameter: rare."""
+    zeroed = []
+    for name in sorted(still):
+        seen = rec.grads_at_step.get(name)
+        if seen is not None and seen[0]._version == seen[1] and seen[0].device.type != "meta" \
+                and not bool(local_shard(seen[0]).any()):
+            zeroed.append(name)
+    return tuple(zeroed)
+
+
 def _used_gradient(rec: Recording, name: str, param: torch.Tensor, norm: float) -> torch.Tensor | None:
     """The gradient the update used, where known: as the step began, if nothing changed it since (a zero_grad()
     in the block clears .grad; a GradScaler had unscaled it by then); else `.grad` now if it is still the one that

@@ -200,6 +200,7 @@ class OptimizerInfo:
     coarse: tuple[str, ...] = ()  # held, not moved, a gradient arrived, not proven rounded: but the typical step
     # (about lr for Adam) is under half the float spacing of the median value (bf16/fp16 weights, a small lr)
     no_grad_at_step: tuple[str, ...] = ()  # LoRA parameters whose .grad was None as optimizer.step() first ran
+    zero_at_step: tuple[str, ...] = ()  # held, not moved: their .grad was all zero as optimizer.step() began
 
 
 @dataclass(frozen=True, slots=True)

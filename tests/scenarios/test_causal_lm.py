@@ -99,3 +99,27 @@ def test_an_optimizer_holding_only_one_factor_is_named_as_filtered_with_no_promi
     assert [(f.code, f.severity) for f in tracer.diagnosis.findings] == [("not-in-optimizer", "error")]
     finding = tracer.diagnosis.findings[0]
     assert "4 of 8 trainable LoRA parameters (lora_B)" in finding.message and "before" not in finding.fix
+
+
+@pytest.mark.parametrize("optimizer, warm", [(lambda ps: torch.optim.SGD(ps, lr=0.1), True),
+                                             (lambda ps: torch.optim.AdamW(ps), False)])
+def test_gradients_zeroed_between_backward_and_step_are_named_not_called_rounded(optimizer, warm):
+    """clip_grad_norm_(max_norm=0) zeroes every gradient before the update: SGD's step is then 0, which the
+    rounding check had called 'rounded away, expected' (information). The gradient the update used is kept.
+    (AdamW moves on its momentum after a first step, so it is caught at its first: no momentum yet.)"""
+    scenario = causal_lm()
+    model = scenario.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer(params)
+    if warm:  # an ordinary step first: lora_B leaves zero, so every factor gets a non-zero gradient
+        scenario.step(model).backward()
+        opt.step()
+        opt.zero_grad()
+    with lora_trace.trace(model, optimizer=opt) as tracer:
+        scenario.step(model).backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm=0.0)
+        opt.step()
+        opt.zero_grad()
+    (finding,) = [f for f in tracer.diagnosis.findings if f.code == "not-updated"]
+    assert finding.severity == "error" and finding.evidence["why"] == "zeroed" and "max_norm" in finding.fix
+    assert finding.evidence["stale_params"] == (8 if warm else 4)  # cold: lora_A's own gradient was zero

@@ -64,6 +64,8 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
         why, severity = "why.scaler", Severity.ERROR
     elif cleared and not zero_lr:
         why, severity = "why.cleared", Severity.ERROR
+    elif set(stale) <= set(optimizer.zero_at_step) | set(optimizer.no_grad_at_step) and not zero_lr:
+        why, severity = "why.zeroed", Severity.ERROR  # gradients that arrived, all zero at the update
     elif set(stale) <= set(optimizer.coarse) and not zero_lr:  # most of each update below the values' precision
         why, severity = "why.precision", Severity.ERROR
     elif warmup and optimizer.first_step and rising:  # its first step, and the schedule has started to rise
@@ -86,5 +88,5 @@ def _not_updated(facts: Facts, optimizer: OptimizerInfo, stale: list[str]) -> Fi
     )
 
 
-_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.schedule-ended": "not-updated.fix.schedule",
-          "why.precision": "not-updated.fix.precision"}
+_FIXES = {"why.cleared": "not-updated.fix.cleared", "why.zeroed": "not-updated.fix.zeroed",
+          "why.schedule-ended": "not-updated.fix.schedule", "why.precision": "not-updated.fix.precision"}
