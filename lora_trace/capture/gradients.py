@@ -80,14 +80,14 @@ class GradientHooks:
         second reference makes autograd copy it into .grad instead of moving it (memory and time)."""
 
         def hook(grad: torch.Tensor) -> None:
-            counter = self.rec.incoming.setdefault(name, GradCounter())
-            counter.count += 1
-            if self._accumulates(param):
-                if id(param) not in self._sharded:
+            if self._accumulates(param):  # it counts once .grad shows it (a later hook may stop it; compiled
+                if id(param) not in self._sharded:  # code may call this hook and accumulate nothing)
                     before = param.grad
                     self._pending.append((name, param, before, before._version if before is not None else -1))
                     self._mark_micro_step(name)
             else:
+                counter = self.rec.incoming.setdefault(name, GradCounter())
+                counter.count += 1
                 counter.norm, counter.shard = self._arrived_norm(grad)
             self.rec.backward_seen = True
 

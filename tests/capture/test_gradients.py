@@ -160,3 +160,17 @@ def test_an_accumulation_stopped_by_a_later_hook_is_not_counted():
     arrivals = {a.param: a for a in tracer.trace.arrivals}
     assert len(arrivals) == len(lora) and arrivals[names[id(lora[0])]].count == 1
     assert all(arrivals[names[id(p)]].norm == torch.linalg.vector_norm(p.grad).item() for p in lora)
+
+
+def test_a_gradient_computed_but_never_accumulated_by_a_backward_is_no_arrival():
+    """A backward() whose gradient for a parameter never reached .grad (a later hook stopped it; compiled code
+    that calls the hook and accumulates nothing) is no arrival: it once counted as an autograd.grad()-style
+    gradient with an unknown norm, and a compiled model's detached layer read '4 of 4 got a gradient'."""
+    model = _lora_model()
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    with lora_trace.trace(model) as tracer:
+        lora[0].register_hook(lambda grad: (_ for _ in ()).throw(RuntimeError("stop")))
+        with pytest.raises(RuntimeError, match="stop"):
+            model(torch.randn(4, 8)).backward()
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert lora[0].grad is None and names[id(lora[0])] not in {a.param for a in tracer.trace.arrivals}

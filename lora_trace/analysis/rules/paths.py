@@ -149,6 +149,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         evidence.update(regions_traversed=list(traversed), regions_holding=list(regions))
         if cut is not None:
             message, fix = text("bypassed.direct", **common), text("bypassed.direct.fix")
+        elif "note.compiled" in facts.trace.notes:  # compiled code runs modules without their hooks
+            message, fix = text("bypassed.compiled", **common), text("bypassed.compiled.fix")
         else:
             message = text("bypassed", traversed=listing(traversed, 6, empty="-"), **common)
             fix = _bypass_fix(sites, facts)

@@ -9,6 +9,7 @@ from .distributed import DISTRIBUTED
 from .findings import FINDINGS
 from .report import REPORT
 from .targets import TARGETS
+from .updates import UPDATES
 
 LANGUAGES = ("en", "zh")
-MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **DISTRIBUTED, **REPORT, **TARGETS}
+MESSAGES: dict[str, dict[str, Any]] = {**FINDINGS, **DISTRIBUTED, **REPORT, **TARGETS, **UPDATES}
