@@ -123,3 +123,13 @@ def test_gradients_zeroed_between_backward_and_step_are_named_not_called_rounded
     (finding,) = [f for f in tracer.diagnosis.findings if f.code == "not-updated"]
     assert finding.severity == "error" and finding.evidence["why"] == "zeroed" and "max_norm" in finding.fix
     assert finding.evidence["stale_params"] == (8 if warm else 4)  # cold: lora_A's own gradient was zero
+
+
+def test_layers_taken_out_by_merge_and_unload_are_named_with_a_fix_for_that():
+    """merge_and_unload() for an export, then training goes on with the PeftModel: the targets still select
+    modules, which are plain now. Not a target_modules mistake (the old fix said so)."""
+    scenario = causal_lm()
+    scenario.model.merge_and_unload()
+    (finding,) = lora_trace.diagnose(scenario.model, scenario.step).findings[:1]
+    assert finding.code == "no-lora-params" and "merge_and_unload()" in finding.message
+    assert "target_modules" not in finding.fix and "unmerge_adapter" in finding.fix

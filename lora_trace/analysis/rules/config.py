@@ -15,6 +15,8 @@ def check_config(facts: Facts) -> list[Finding]:
     if not trace.sites and not unsupported:
         key = "no-lora-params" if trace.peft_configs else "adapter-missing"
         code = Code.NO_LORA_PARAMS if trace.peft_configs else Code.ADAPTER_MISSING
+        if trace.peft_configs and any(t.matched for t in trace.targets):  # the targets select plain modules:
+            key = "no-lora-params.unloaded"  # their adapter layers were taken out (merge_and_unload, unload)
         return [make_finding(code, Severity.ERROR, text(key), text(f"{key}.fix"))]
     findings = unsupported + _inactive(facts) + _frozen(facts) + _references(facts) + _base_trainable(facts)
     eval_mode = _eval_mode(facts)

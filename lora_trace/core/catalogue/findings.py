@@ -131,6 +131,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
     "no-lora-params": {"en": "A PEFT config is present but the model holds no LoRA layer, so there is nothing to "
                              "train.",
                        "zh": "存在 PEFT 配置，但模型中没有任何 LoRA 层，没有可训练的内容。"},
+    "no-lora-params.unloaded": {"en": "A PEFT config is present and its target_modules select modules of this model, but none of them is a LoRA layer any more: the adapter layers were taken out (merge_and_unload() or unload() replaces them with plain modules in place), so there is nothing to train.",
+                                "zh": "存在 PEFT 配置，且其 target_modules 能选中本模型中的模块，但这些模块都已不是 LoRA 层：适配器层被移除了（merge_and_unload() 或 unload() 会就地把它们替换为普通模块），因此没有可训练的内容。"},
+    "no-lora-params.unloaded.fix": {"en": "Merge only for export, on a copy, after training: `merged = copy.deepcopy(model).merge_and_unload()`; to evaluate merged weights mid-run, use `model.merge_adapter()` then `model.unmerge_adapter()`. To go on training this model, apply get_peft_model again and build a new optimizer over its trainable parameters.",
+                                    "zh": "只在训练结束后、在副本上为导出而合并：`merged = copy.deepcopy(model).merge_and_unload()`；若要在训练中途评估合并后的权重，使用 `model.merge_adapter()` 再 `model.unmerge_adapter()`。若要继续训练这个模型，请重新调用 get_peft_model，并用其可训练参数创建新的优化器。"},
     "no-lora-params.fix": {"en": "Check target_modules against the model's module names (`lora-trace targets`).",
                            "zh": "对照模型的模块名检查 target_modules（`lora-trace targets`）。"},
     "adapter-inactive": {"en": "{layers} {kind} layers in {regions} add no {kind} delta for adapter {adapters}: when they ran, the adapter was {reasons}.",
