@@ -133,3 +133,17 @@ def test_layers_taken_out_by_merge_and_unload_are_named_with_a_fix_for_that():
     (finding,) = lora_trace.diagnose(scenario.model, scenario.step).findings[:1]
     assert finding.code == "no-lora-params" and "merge_and_unload()" in finding.message
     assert "target_modules" not in finding.fix and "unmerge_adapter" in finding.fix
+
+
+def test_a_step_that_never_calls_the_traced_model_says_so():
+    """LoRA on a copy, the step runs the original: 'the step went through -' told the user nothing."""
+    import copy
+
+    scenario = causal_lm()
+    base = copy.deepcopy(scenario.model.get_base_model())
+    for p in base.parameters():
+        p.requires_grad_(True)
+    diagnosis = lora_trace.diagnose(scenario.model, lambda m: base(**scenario.batch).loss)
+    finding = diagnosis.root_cause
+    assert finding.code == "lora-bypassed" and "nothing of the model given to lora-trace ran" in finding.message
+    assert "not `base(...)`" in finding.fix

@@ -151,6 +151,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
             message, fix = text("bypassed.direct", **common), text("bypassed.direct.fix")
         elif "note.compiled" in facts.trace.notes:  # compiled code runs modules without their hooks
             message, fix = text("bypassed.compiled", **common), text("bypassed.compiled.fix")
+        elif not (facts.trace.calls or facts.trace.regions_run or facts.trace.enclosing_called):
+            message, fix = text("bypassed.unused", **common), text("bypassed.unused.fix")  # nothing of it ran
         else:
             message = text("bypassed", traversed=listing(traversed, 6, empty="-"), **common)
             fix = _bypass_fix(sites, facts)

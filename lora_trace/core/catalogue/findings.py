@@ -87,6 +87,11 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "{regions} 中的 {what} 从未运行：其基础权重被直接使用（{detail}）{at}，绕过了 {kind} 包装层。"},
     "bypassed.direct.fix": {"en": "Call the module itself (`layer(x)`) instead of using its `.weight` directly.",
                             "zh": "直接调用该模块（`layer(x)`），不要直接使用它的 `.weight`。"},
+    "bypassed.unused": {
+        "en": "{what} in {regions} never ran: nothing of the model given to lora-trace ran in this step (not its forward, not any module inside it), so the step trained something else: a copy made before get_peft_model, the base model object, or another model.",
+        "zh": "{regions} 中的 {what} 从未运行：交给 lora-trace 的模型在这一步中没有任何部分运行（既没有调用其 forward，也没有调用其中任何模块），所以这一步训练的是别的东西：在 get_peft_model 之前做的副本、基础模型对象，或另一个模型。"},
+    "bypassed.unused.fix": {"en": "Run the step through the model that holds the adapter: `model = get_peft_model(base, config)` and call `model(...)` (not `base(...)`, not a copy), and pass that same model to lora-trace and to the optimizer.",
+                            "zh": "让这一步经过持有适配器的模型：`model = get_peft_model(base, config)` 然后调用 `model(...)`（不是 `base(...)`，也不是副本），并把同一个模型交给 lora-trace 和优化器。"},
     "bypassed.compiled": {
         "en": "{what} in {regions} got no gradient in this step. The model is torch.compile'd: compiled code runs modules without their hooks, so whether the step went around these layers or cut the path after them is not seen here.",
         "zh": "{regions} 中的 {what} 在这一步中没有得到梯度。模型经过了 torch.compile：编译后的代码运行模块时不触发其钩子，因此这里看不到这一步是绕过了这些层，还是在它们之后切断了路径。"},
