@@ -147,3 +147,20 @@ def test_a_step_that_never_calls_the_traced_model_says_so():
     finding = diagnosis.root_cause
     assert finding.code == "lora-bypassed" and "nothing of the model given to lora-trace ran" in finding.message
     assert "not `base(...)`" in finding.fix
+
+
+@torch.no_grad()
+def _encode(model, batch):  # an evaluation helper reused in training
+    return model(**batch).logits
+
+
+def test_a_no_grad_decorator_gets_a_fix_about_the_decorator():
+    scenario = causal_lm()
+
+    def step(model):
+        logits = _encode(model, scenario.batch)
+        labels = scenario.batch["labels"].flatten()
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).requires_grad_(), labels)
+
+    finding = lora_trace.diagnose(scenario.model, step).root_cause
+    assert finding.code == "grad-disabled" and "@torch.no_grad()" in finding.fix and "with torch" not in finding.fix

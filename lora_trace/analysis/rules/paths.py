@@ -135,6 +135,8 @@ def _finding(code: Code, sites: list[LoraSite], cut: Cut | None, facts: Facts) -
         elif cut is not None and cut.how == "library" and not cut.downstream:
             key = "grad-disabled.library"
             fix = text("grad-disabled.fix.library", place=place(cut.location))
+        elif cut is not None and cut.how == "decorator":
+            fix = text("grad-disabled.fix.decorator", mode=mode, place=place(cut.location))
         else:
             fix = text("grad-disabled.fix", mode=mode, place=place(cut.location if cut else None))
         message = text(key, mode=mode, **common)

@@ -54,6 +54,12 @@ FINDINGS: dict[str, dict[str, Any]] = {
         "zh": "训练时的前向传播必须启用梯度：把{place}的 `with torch.{mode}():` 移出训练路径，或改为条件形式："
               "`with torch.set_grad_enabled(model.training):`（在模块的 forward 中用 `self.training`）；"
               "只在评估代码中使用 {mode}。"},
+    "grad-disabled.fix.decorator": {
+        "en": "Run the training forward with grad enabled: the function decorated with `@torch.{mode}()`{place} is on "
+              "the training path; remove the decorator, or keep it on a separate evaluation-only function and call "
+              "an undecorated one for training.",
+        "zh": "训练时的前向传播必须启用梯度：{place}用 `@torch.{mode}()` 装饰的函数处在训练路径上；去掉这个装饰器，"
+              "或只把它留在单独的评估函数上，训练时调用不带装饰器的函数。"},
     "detached": {
         "en": "{what} in {regions} ran with grad enabled, but the path to the loss is cut by {detail}{at}; no "
               "gradient came back.",
