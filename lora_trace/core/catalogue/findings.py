@@ -286,9 +286,10 @@ FINDINGS: dict[str, dict[str, Any]] = {
                               "load adapters with `PeftModel.from_pretrained(..., is_trainable=True)`.",
                         "zh": "在所有冻结操作之后重新启用：`lora_trace.fixes.enable_lora_gradients(model)`；"
                               "加载适配器时使用 `PeftModel.from_pretrained(..., is_trainable=True)`。"},
-    "eval-mode": {"en": "{modules} in eval mode during the traced step: dropout (LoRA dropout too) is off. Not a "
-                        "cut by itself.",
-                  "zh": "{modules} 在被追踪的训练步中处于 eval 模式：dropout（包括 LoRA dropout）被关闭。这本身不会切断梯度。"},
+    "eval-mode": {"en": "{modules} in eval mode during the traced step: whatever acts differently in training (dropout, "
+                        "LoRA dropout, batch norm) acts as in evaluation. Not a cut by itself.",
+                  "zh": "{modules} 在被追踪的训练步中处于 eval 模式：训练时行为不同的部分（dropout、LoRA dropout、batch norm）"
+                        "按评估方式运行。这本身不会切断梯度。"},
     "eval-mode.fix": {"en": "Call `model.train()` before the training step.", "zh": "在训练步之前调用 `model.train()`。"},
     "target-unmatched": {
         "en": {"one": "{count} target_modules entry of adapter '{adapter}' in {model} matched no module ({table}).",
