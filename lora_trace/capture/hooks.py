@@ -222,11 +222,14 @@ class StepHooks:
             groups = optimizer.param_groups
             self.rec.step_lrs = tuple(group_rate(g) for g in groups)
             self.rec.initial_lrs = tuple(group_rate(g, "initial_lr") for g in groups)
-            if self.rec.backward_seen:  # gradients arrived before this update: which ones are gone now
-                self.rec.no_grad_at_step = tuple(name for name, p in self.rec.found.lora_params() if p.grad is None)
-            names = self.rec.found.param_names  # the gradients as the update uses them (references: no copy)
-            self.rec.grads_at_step = {names[id(p)]: (p.grad, p.grad._version) for g in groups
-                                      for p in g["params"] if id(p) in names and p.grad is not None}
+            try:  # inside the user's optimizer.step(): evidence only, never an exception there
+                if self.rec.backward_seen:  # gradients arrived before this update: which ones are gone now
+                    self.rec.no_grad_at_step = tuple(n for n, p in self.rec.found.lora_params() if p.grad is None)
+                names = self.rec.found.param_names  # the gradients as the update uses them (references: no copy)
+                self.rec.grads_at_step = {names[id(p)]: (p.grad, p.grad._version) for g in groups
+                                          for p in g["params"] if id(p) in names and p.grad is not None}
+            except Exception:  # noqa: BLE001 - an exotic gradient type: these judgements are then not made
+                self.rec.no_grad_at_step, self.rec.grads_at_step = None, {}
 
     def _step_hook(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.rec.optimizer_steps += 1
