@@ -16,7 +16,7 @@ import warnings
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TORCHRUN = str(pathlib.Path(sys.executable).with_name("torchrun"))
-_TEARDOWN_ABORT = "terminate called without an active exception"
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def gloo_env() -> dict[str, str]:
@@ -37,7 +37,7 @@ def launch(*commands: list[str], timeout: float = 120) -> list[subprocess.Comple
             outputs = [child.communicate(timeout=timeout) for child in children]
             done = [subprocess.CompletedProcess(command, child.returncode, out, err)
                     for command, child, (out, err) in zip(commands, children, outputs, strict=True)]
-            if attempt == 1 and any(r.returncode != 0 and _TEARDOWN_ABORT in r.stderr for r in done):
+            if attempt == 1 and any(r.returncode != 0 and TEARDOWN_ABORT in r.stderr for r in done):
                 warnings.warn(f"a rank aborted in gloo's teardown, retrying once: {done!r:.2000}", stacklevel=2)
                 continue
             return done

@@ -12,6 +12,8 @@ import pytest
 
 import lora_trace
 
+from ..integrations.launching import TEARDOWN_ABORT
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PY = sys.executable
 
@@ -125,6 +127,9 @@ def test_torchrun_writes_a_run_per_rank_and_the_gathered_view(tmp_path, bug):
     env = {"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     try:
         done, out = _run(tmp_path, *launch, timeout=150, env=env)
+        if bug == "none" and done.returncode != 0 and TEARDOWN_ABORT in done.stderr:  # as launching.py retries
+            warnings.warn(f"a rank aborted in gloo's teardown, retrying once: {done.stderr[-2000:]!r}", stacklevel=1)
+            done, out = _run(tmp_path, *launch, timeout=150, env=env)
     except subprocess.TimeoutExpired as hung:  # the gloo teardown hang tests/integrations/test_ddp.py describes
         warnings.warn(f"torchrun launch hung for 150 s, retrying once; its output: {hung.stderr!r}", stacklevel=1)
         done, out = _run(tmp_path, *launch, timeout=150, env=env)
