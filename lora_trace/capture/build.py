@@ -263,8 +263,9 @@ def _optimizer_info(rec: Recording, arrivals: tuple[GradArrival, ...]) -> Optimi
         current = dict(found.lora_params())
         with torch.no_grad():
             updated = moved({n: (before, current[n].detach()) for n, before in rec.start.values.items()})
-            zeroed = zero_at_step(rec, set(rec.start.values) - set(updated))
-            rounded, coarse = rounded_away(rec, set(rec.start.values) - set(updated) - set(zeroed), arrivals)
+            still = set(rec.start.values) - set(updated)
+            zeroed = zero_at_step(rec, still)
+            rounded, coarse = rounded_away(rec, still - set(zeroed), arrivals)
     frozen = sum(1 for group in optimizer.param_groups for p in group["params"] if not p.requires_grad)
     first = None  # its first step: no state at the start, some after a step (a stateless kind cannot tell)
     if rec.start.stateless is False:

@@ -1,5 +1,5 @@
-"""Whether an update too small to see was rounded away: a held parameter that did not move over a step though a
-gradient arrived, judged against the float spacing of its own values."""
+"""Why a held parameter did not move over a step though a gradient arrived, read from what the update used: a
+gradient that was all zero by then, or a step too small for the float spacing of its own values."""
 
 from __future__ import annotations
 
@@ -41,15 +41,20 @@ def rounded_away(rec: Recording, still: set[str], arrivals: tuple[GradArrival, .
         values = local_shard(rec.start.values[name])
         grad = _used_gradient(rec, name, param, arrival.norm)
         held = [v for v in optimizer.state.get(param, {}).values() if isinstance(v, torch.Tensor)]
-        try:
-            if not normalises and step_rounds_away(values, grad, held, arrival.norm, lr, decay):
-                proven.append(name)
-            elif typical_step_rounds_away(values, grad, held, arrival.norm, lr, decay, normalises=normalises):
-                # SGD in full precision: a tiny gradient, as proven above; else the weights' own precision
-                (proven if not normalises and values.dtype in WIDE_FLOATS else likely).append(name)
-        except (RuntimeError, NotImplementedError, TypeError):  # a dtype without nextafter/median (float8)
-            continue  # not judged: the not-updated error stands
+        if not normalises and step_rounds_away(values, grad, held, arrival.norm, lr, decay):
+            proven.append(name)
+        elif typical_step_rounds_away(values, grad, held, arrival.norm, lr, decay, normalises=normalises):
+            # SGD in full precision: a tiny gradient, as proven above; else the weights' own precision
+            (proven if not normalises and values.dtype in WIDE_FLOATS else likely).append(name)
     return tuple(proven), tuple(likely)
+
+
+_SPACED = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})  # nextafter and median take
+# these; float8 and the rest are not judged (the not-updated error stands)
+
+
+def _judged(values: torch.Tensor) -> bool:
+    return values.dtype in _SPACED and values.numel() > 0 and values.device.type != "meta"
 
 
 def zero_at_step(rec: Recording, still: set[str]) -> tuple[str, ...]:
@@ -83,7 +88,7 @@ def typical_step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, bu
     """Whether the typical step is under half the float spacing of the median |value| (in the values' dtype): about
     lr for a normalising optimizer whatever the gradient; else lr x (the median of |gradient| + its buffers, and
     weight decay x the median |value|) (`grad`, or where only its norm is known, the norm's root mean square)."""
-    if not values.is_floating_point() or values.numel() == 0:
+    if not _judged(values):
         return False
     middle = values.abs().median().reshape(1)
     spacing = float((torch.nextafter(middle, torch.full_like(middle, math.inf)) - middle).double())
@@ -104,7 +109,7 @@ def step_rounds_away(values: torch.Tensor, grad: torch.Tensor | None, buffers: l
     """Whether lr x (|gradient| + each held buffer of the values' shape + decay x |value|) is under half the spacing
     of floats (in the values' own dtype) at every element: a bound on SGD's step with momentum, Nesterov's
     included. Where only the gradient's norm is known (`grad` None), that norm bounds every element."""
-    if not values.is_floating_point() or values.numel() == 0:
+    if not _judged(values):
         return False
     magnitude = values.abs()
     spacing = (torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)) - magnitude).double()

@@ -37,3 +37,9 @@ def test_the_typical_step_is_compared_with_the_spacing_of_the_median_value():
     assert not typical_step_rounds_away(values, grad * 1e-6, [], float(grad.norm()) * 1e-6, 1e-3, 0.5,
                                         normalises=False)  # weight decay moves the typical value
     assert typical_step_rounds_away(values, grad * 1e-6, [], float(grad.norm()) * 1e-6, 1e-3, normalises=False)
+
+
+def test_a_dtype_without_float_spacing_support_is_not_judged():
+    for values in (torch.ones(3).to(torch.float8_e4m3fn), torch.ones(3, dtype=torch.int64), torch.ones(0)):
+        assert not step_rounds_away(values, None, [], 1e-30, 1e-3, 0.0)
+        assert not typical_step_rounds_away(values, None, [], 1e-30, 1e-3, normalises=True)
